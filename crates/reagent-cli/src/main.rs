@@ -1,0 +1,27 @@
+//! `reagent`: explain what a language model's output depends on.
+
+mod args;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = args::Cli::parse();
+    if let Some(n) = args.threads {
+        // candle sizes its thread pools from this variable on first use.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let result = match args.command {
+        args::Command::Predict(a) => cmd::predict::run(a),
+        args::Command::Inspect(a) => cmd::inspect::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Gemma 3 (text).
+//!
+//! Paper: Gemma Team 2025, "Gemma 3 Technical Report" (<https://arxiv.org/abs/2503.19786>).
+//! Upstream modelling file: transformers `models/gemma3/modeling_gemma3.py`. Scaled embeddings,
+//! RMSNorm with a `(1 + w)` weight, q/k norms, sandwich norms around attention and MLP,
+//! interleaved sliding-window (local RoPE base) and global (global RoPE base) layers, attention
+//! scale `query_pre_attn_scalar^-1/2`, tied head.
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use super::nn::{self, Activation, Embedding, Linear, Masks, RmsNorm, RopeScaling, Rotary};
+use super::weights::Vb;
+use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::{Error, Result};
+
+/// `config.json` of a Gemma 3 text model (`Gemma3TextConfig`; a multimodal config's
+/// `text_config` has the same shape).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    pub query_pre_attn_scalar: Option<f64>,
+    pub sliding_window: Option<usize>,
+    pub layer_types: Option<Vec<String>>,
+    pub sliding_window_pattern: Option<usize>,
+    pub rope_theta: Option<f64>,
+    pub rope_local_base_freq: Option<f64>,
+    pub rope_scaling: Option<serde_json::Value>,
+    /// transformers v5: `{"full_attention": {...}, "sliding_attention": {...}}`.
+    pub rope_parameters: Option<serde_json::Value>,
+    pub final_logit_softcapping: Option<f64>,
+    pub attn_logit_softcapping: Option<f64>,
+    #[serde(default = "default_act")]
+    pub hidden_activation: String,
+    #[serde(default = "yes")]
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<u32>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_max_pos() -> usize {
+    131_072
+}
+fn default_act() -> String {
+    "gelu_pytorch_tanh".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Whether layer `i` uses the sliding window. transformers' default pattern is five local
+    /// layers then one global.
+    pub fn is_sliding(&self, i: usize) -> Result<bool> {
+        if let Some(types) = &self.layer_types {
+            return match types.get(i).map(String::as_str) {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                Some(other) => Err(Error::Unsupported(format!("Gemma 3 layer type `{other}`"))),
+                None => Err(Error::missing(format!("`layer_types[{i}]`"), "config.json")),
+            };
+        }
+        let pattern = self.sliding_window_pattern.unwrap_or(6);
+        Ok((i + 1) % pattern != 0)
+    }
+
+    /// (base, scaling) for global and local layers.
+    fn ropes(&self) -> Result<((f64, RopeScaling), (f64, RopeScaling))> {
+        if let Some(p) = self.rope_parameters.as_ref().filter(|p| p.is_object()) {
+            let read = |key: &str, fallback: Option<f64>| -> Result<(f64, RopeScaling)> {
+                let sub = p.get(key).filter(|v| v.is_object());
+                let theta = sub
+                    .and_then(|s| s.get("rope_theta"))
+                    .and_then(|v| v.as_f64())
+                    .or(fallback)
+                    .ok_or_else(|| {
+                        Error::missing(format!("`rope_parameters.{key}.rope_theta`"), "config.json")
+                    })?;
+                Ok((theta, RopeScaling::from_json(sub)?))
+            };
+            if p.get("full_attention").is_some() {
+                return Ok((
+                    read("full_attention", self.rope_theta)?,
+                    read("sliding_attention", self.rope_local_base_freq)?,
+                ));
+            }
+            // A flat rope_parameters object describes the global layers.
+            let theta = p
+                .get("rope_theta")
+                .and_then(|v| v.as_f64())
+                .or(self.rope_theta);
+            let theta = theta.ok_or_else(|| Error::missing("`rope_theta`", "config.json"))?;
+            let local = self.rope_local_base_freq.unwrap_or(10_000.0);
+            return Ok((
+                (theta, RopeScaling::from_json(Some(p))?),
+                (local, RopeScaling::None),
+            ));
+        }
+        let theta = self
+            .rope_theta
+            .ok_or_else(|| Error::missing("`rope_theta`", "config.json"))?;
+        Ok((
+            (theta, RopeScaling::from_json(self.rope_scaling.as_ref())?),
+            (
+                self.rope_local_base_freq.unwrap_or(10_000.0),
+                RopeScaling::None,
+            ),
+        ))
+    }
+}
+
+fn gemma_norm(vb: &Vb, dim: usize, eps: f64) -> Result<RmsNorm> {
+    Ok(RmsNorm::new((vb.get(dim, "weight")? + 1.0)?, eps))
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    heads: usize,
+    kv_heads: usize,
+    scale: f64,
+    softcap: Option<f64>,
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    act: Activation,
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    pre_feedforward_layernorm: RmsNorm,
+    mlp: Mlp,
+    post_feedforward_layernorm: RmsNorm,
+    sliding: bool,
+}
+
+impl Block {
+    fn load(vb: Vb, cfg: &Config, i: usize) -> Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (nh, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let eps = cfg.rms_norm_eps;
+        let a = vb.pp("self_attn");
+        let m = vb.pp("mlp");
+        Ok(Block {
+            input_layernorm: gemma_norm(&vb.pp("input_layernorm"), h, eps)?,
+            self_attn: Attention {
+                q_proj: a.pp("q_proj").linear(h, nh * d, false)?,
+                k_proj: a.pp("k_proj").linear(h, kv * d, false)?,
+                v_proj: a.pp("v_proj").linear(h, kv * d, false)?,
+                o_proj: a.pp("o_proj").linear(nh * d, h, false)?,
+                q_norm: gemma_norm(&a.pp("q_norm"), d, eps)?,
+                k_norm: gemma_norm(&a.pp("k_norm"), d, eps)?,
+                heads: nh,
+                kv_heads: kv,
+                scale: 1.0 / cfg.query_pre_attn_scalar.unwrap_or(d as f64).sqrt(),
+                softcap: cfg.attn_logit_softcapping,
+            },
+            post_attention_layernorm: gemma_norm(&vb.pp("post_attention_layernorm"), h, eps)?,
+            pre_feedforward_layernorm: gemma_norm(&vb.pp("pre_feedforward_layernorm"), h, eps)?,
+            mlp: Mlp {
+                gate_proj: m.pp("gate_proj").linear(h, cfg.intermediate_size, false)?,
+                up_proj: m.pp("up_proj").linear(h, cfg.intermediate_size, false)?,
+                down_proj: m.pp("down_proj").linear(cfg.intermediate_size, h, false)?,
+                act: Activation::from_name(&cfg.hidden_activation)?,
+            },
+            post_feedforward_layernorm: gemma_norm(&vb.pp("post_feedforward_layernorm"), h, eps)?,
+            sliding: cfg.is_sliding(i)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let a = &self.self_attn;
+        let h = self.input_layernorm.forward(x)?;
+        let q = nn::split_heads(&a.q_proj.forward(&h)?, a.heads)?;
+        let k = nn::split_heads(&a.k_proj.forward(&h)?, a.kv_heads)?;
+        let v = nn::split_heads(&a.v_proj.forward(&h)?, a.kv_heads)?;
+        let q = rotary.apply(&a.q_norm.forward(&q)?)?;
+        let k = rotary.apply(&a.k_norm.forward(&k)?)?;
+        let (o, probs) = nn::attention_softcapped(&q, &k, &v, mask, a.scale, a.softcap, want)?;
+        let o = self
+            .post_attention_layernorm
+            .forward(&a.o_proj.forward(&o)?)?;
+        let x = (x + o)?;
+        let h = self.pre_feedforward_layernorm.forward(&x)?;
+        let gate = self.mlp.act.forward(&self.mlp.gate_proj.forward(&h)?)?;
+        let m = self
+            .mlp
+            .down_proj
+            .forward(&(gate * self.mlp.up_proj.forward(&h)?)?)?;
+        let m = self.post_feedforward_layernorm.forward(&m)?;
+        Ok(((x + m)?, probs))
+    }
+}
+
+/// A Gemma 3 causal LM.
+pub struct Gemma3 {
+    embed_tokens: Embedding,
+    embed_scale: f64,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary_global: Rotary,
+    rotary_local: Rotary,
+    window: usize,
+    final_softcap: Option<f64>,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl Gemma3 {
+    pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let m = if vb.contains("model.language_model.embed_tokens.weight") {
+            vb.pp("model").pp("language_model")
+        } else {
+            vb.pp("model")
+        };
+        let h = cfg.hidden_size;
+        let embed_tokens = Embedding::new(m.pp("embed_tokens").get((cfg.vocab_size, h), "weight")?);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(m.pp("layers").pp(i), cfg, i))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = gemma_norm(&m.pp("norm"), h, cfg.rms_norm_eps)?;
+        let lm_head = if !cfg.tie_word_embeddings && vb.contains("lm_head.weight") {
+            vb.pp("lm_head").linear(h, cfg.vocab_size, false)?
+        } else {
+            m.pp("embed_tokens")
+                .tied_linear(embed_tokens.table(), "weight")?
+        };
+        let ((g_theta, g_scaling), (l_theta, l_scaling)) = cfg.ropes()?;
+        let max_pos = cfg.max_position_embeddings;
+        let rotary_global = Rotary::new(
+            cfg.head_dim,
+            g_theta,
+            &g_scaling,
+            max_pos,
+            false,
+            vb.device(),
+        )?;
+        let rotary_local = Rotary::new(
+            cfg.head_dim,
+            l_theta,
+            &l_scaling,
+            max_pos,
+            false,
+            vb.device(),
+        )?;
+        let window = cfg
+            .sliding_window
+            .ok_or_else(|| Error::missing("`sliding_window`", "config.json"))?;
+        let info = ModelInfo {
+            architecture: "Gemma3ForCausalLM".into(),
+            n_layers: cfg.num_hidden_layers,
+            hidden_size: h,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_key_value_heads,
+            vocab_size: cfg.vocab_size,
+            max_positions: max_pos,
+            bos_token_id: cfg.bos_token_id,
+            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            pad_token_id: cfg.pad_token_id,
+            weights: "f32".into(),
+            capabilities: Capabilities {
+                gradients: !vb.is_quantized(),
+                attentions: true,
+            },
+        };
+        Ok(Gemma3 {
+            embed_tokens,
+            // transformers keeps the scale as an f32 tensor: sqrt(hidden) rounded to f32.
+            embed_scale: (h as f32).sqrt() as f64,
+            layers,
+            norm,
+            lm_head,
+            rotary_global,
+            rotary_local,
+            window,
+            final_softcap: cfg.final_logit_softcapping,
+            info,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn set_weights_description(&mut self, s: String) {
+        self.info.weights = s;
+    }
+}
+
+impl CausalLm for Gemma3 {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok((self.embed_tokens.forward(ids)? * self.embed_scale)?)
+    }
+    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
+        let t = embeds.dim(1)?;
+        let masks = Masks::new(lengths, t, &self.device);
+        let global = masks.build(true, None)?;
+        let local = masks.build(true, Some(self.window))?;
+        let mut x = embeds.clone();
+        let mut attns = want.then(Vec::new);
+        for l in &self.layers {
+            let (rot, mask) = if l.sliding {
+                (&self.rotary_local, &local)
+            } else {
+                (&self.rotary_global, &global)
+            };
+            let (y, p) = l.forward(&x, rot, mask, want)?;
+            x = y;
+            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
+                a.push(p);
+            }
+        }
+        Ok(Hidden {
+            states: self.norm.forward(&x)?,
+            attentions: attns,
+        })
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        let logits = self.lm_head.forward(hidden)?;
+        Ok(match self.final_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
+    }
+}

@@ -1,0 +1,402 @@
+//! GGUF files: metadata, configs and weights in Hugging Face layout.
+//!
+//! llama.cpp's converter (`convert_hf_to_gguf.py`) renames tensors and changes two storage
+//! conventions. This module undoes them so that the model files see transformers' layout:
+//! - names: `blk.N.attn_q.weight` ← `model.layers.N.self_attn.q_proj.weight`, etc.;
+//! - Llama q/k rows are permuted for llama.cpp's adjacent-pair RoPE: the Llama model rotates
+//!   adjacent pairs instead ([`super::llama::Flavor::Gguf`]); attention scores are unchanged;
+//! - Gemma RMSNorm weights are stored as `1 + w`: we subtract the 1 back.
+//!
+//! A missing metadata key is an error that names the key (as candle's `quantized_llama.rs`).
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+
+use super::weights::WeightSource;
+use crate::error::WithPath;
+use crate::{Error, Result};
+
+/// An open GGUF file: its metadata, and a reader for its tensors.
+pub struct GgufFile {
+    path: PathBuf,
+    content: Content,
+    reader: Mutex<BufReader<File>>,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let f = File::open(path).with_path(path)?;
+        let mut reader = BufReader::new(f);
+        let content = Content::read(&mut reader).map_err(|e| {
+            Error::ModelSource(format!(
+                "{}: not a readable GGUF file ({e})",
+                path.display()
+            ))
+        })?;
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            content,
+            reader: Mutex::new(reader),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// A metadata value, or an error naming the missing key.
+    pub fn meta(&self, key: &str) -> Result<&Value> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| Error::missing(format!("GGUF metadata key `{key}`"), self.describe()))
+    }
+
+    pub fn meta_opt(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    pub fn string(&self, key: &str) -> Result<String> {
+        Ok(self
+            .meta(key)?
+            .to_string()
+            .map_err(|e| self.bad(key, e))?
+            .clone())
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        value_usize(self.meta(key)?).ok_or_else(|| self.bad(key, "not an integer"))
+    }
+
+    pub fn usize_opt(&self, key: &str) -> Option<usize> {
+        self.meta_opt(key).and_then(value_usize)
+    }
+
+    pub fn f64(&self, key: &str) -> Result<f64> {
+        value_f64(self.meta(key)?).ok_or_else(|| self.bad(key, "not a number"))
+    }
+
+    pub fn f64_opt(&self, key: &str) -> Option<f64> {
+        self.meta_opt(key).and_then(value_f64)
+    }
+
+    pub fn bool_opt(&self, key: &str) -> Option<bool> {
+        self.meta_opt(key).and_then(|v| v.to_bool().ok())
+    }
+
+    /// A metadata array of strings.
+    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+        let arr = self.meta(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        arr.iter()
+            .map(|v| v.to_string().cloned().map_err(|e| self.bad(key, e)))
+            .collect()
+    }
+
+    /// A metadata array of numbers.
+    pub fn numbers(&self, key: &str) -> Result<Vec<f64>> {
+        let arr = self.meta(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        arr.iter()
+            .map(|v| value_f64(v).ok_or_else(|| self.bad(key, "not a number")))
+            .collect()
+    }
+
+    fn bad(&self, key: &str, e: impl std::fmt::Display) -> Error {
+        Error::ModelSource(format!(
+            "{}: GGUF metadata key `{key}`: {e}",
+            self.describe()
+        ))
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// The quantized formats of the tensors, e.g. `Q4_1, Q8_0, F32`.
+    pub fn dtypes(&self) -> String {
+        let mut seen: Vec<String> = self
+            .content
+            .tensor_infos
+            .values()
+            .map(|t| format!("{:?}", t.ggml_dtype))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        seen.sort();
+        seen.join(", ")
+    }
+
+    pub fn qtensor(&self, name: &str, device: &Device) -> Result<QTensor> {
+        if !self.has_tensor(name) {
+            return Err(Error::missing(format!("tensor `{name}`"), self.describe()));
+        }
+        let mut r = self
+            .reader
+            .lock()
+            .map_err(|_| Error::ModelSource("GGUF reader lock poisoned".into()))?;
+        self.content.tensor(&mut *r, name, device).map_err(|e| {
+            Error::ModelSource(format!(
+                "{}: cannot read tensor `{name}`: {e}",
+                self.describe()
+            ))
+        })
+    }
+}
+
+fn value_usize(v: &Value) -> Option<usize> {
+    use Value::*;
+    Some(match *v {
+        U8(x) => x as usize,
+        I8(x) => usize::try_from(x).ok()?,
+        U16(x) => x as usize,
+        I16(x) => usize::try_from(x).ok()?,
+        U32(x) => x as usize,
+        I32(x) => usize::try_from(x).ok()?,
+        U64(x) => x as usize,
+        I64(x) => usize::try_from(x).ok()?,
+        _ => return None,
+    })
+}
+
+fn value_f64(v: &Value) -> Option<f64> {
+    use Value::*;
+    Some(match *v {
+        F32(x) => x as f64,
+        F64(x) => x,
+        _ => value_usize(v)? as f64,
+    })
+}
+
+/// The GGUF architectures we translate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Llama,
+    Gemma3,
+}
+
+impl Arch {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "llama" => Ok(Arch::Llama),
+            "gemma3" => Ok(Arch::Gemma3),
+            other => Err(Error::UnsupportedArchitecture(format!("gguf:{other}"))),
+        }
+    }
+
+    /// The GGUF name of a Hugging Face tensor name, or `None` when there is no counterpart.
+    pub fn gguf_name(self, hf: &str) -> Option<String> {
+        match hf {
+            "model.embed_tokens.weight" => return Some("token_embd.weight".into()),
+            "model.norm.weight" => return Some("output_norm.weight".into()),
+            "lm_head.weight" => return Some("output.weight".into()),
+            _ => {}
+        }
+        let rest = hf.strip_prefix("model.layers.")?;
+        let (n, rest) = rest.split_once('.')?;
+        let (stem, kind) = rest.rsplit_once('.')?;
+        let g = match (self, stem) {
+            (_, "input_layernorm") => "attn_norm",
+            (_, "self_attn.q_proj") => "attn_q",
+            (_, "self_attn.k_proj") => "attn_k",
+            (_, "self_attn.v_proj") => "attn_v",
+            (_, "self_attn.o_proj") => "attn_output",
+            (_, "mlp.gate_proj") => "ffn_gate",
+            (_, "mlp.up_proj") => "ffn_up",
+            (_, "mlp.down_proj") => "ffn_down",
+            (Arch::Llama, "post_attention_layernorm") => "ffn_norm",
+            (Arch::Gemma3, "post_attention_layernorm") => "post_attention_norm",
+            (Arch::Gemma3, "pre_feedforward_layernorm") => "ffn_norm",
+            (Arch::Gemma3, "post_feedforward_layernorm") => "post_ffw_norm",
+            (Arch::Gemma3, "self_attn.q_norm") => "attn_q_norm",
+            (Arch::Gemma3, "self_attn.k_norm") => "attn_k_norm",
+            _ => return None,
+        };
+        Some(format!("blk.{n}.{g}.{kind}"))
+    }
+}
+
+/// The weights of a GGUF file under Hugging Face names.
+pub struct GgufSource {
+    file: Arc<GgufFile>,
+    arch: Arch,
+}
+
+impl GgufSource {
+    pub fn new(file: Arc<GgufFile>, arch: Arch) -> Self {
+        GgufSource { file, arch }
+    }
+
+    fn name(&self, hf: &str) -> Result<String> {
+        self.arch.gguf_name(hf).ok_or_else(|| {
+            Error::missing(
+                format!("tensor `{hf}` (no GGUF counterpart)"),
+                self.file.describe(),
+            )
+        })
+    }
+}
+
+impl WeightSource for GgufSource {
+    fn describe(&self) -> String {
+        self.file.describe()
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.arch
+            .gguf_name(name)
+            .is_some_and(|g| self.file.has_tensor(&g))
+    }
+
+    fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let g = self.name(name)?;
+        let t = self.file.qtensor(&g, device)?.dequantize(device)?;
+        // llama.cpp stores Gemma's RMSNorm weights as `1 + w`; the model adds the 1 itself.
+        if self.arch == Arch::Gemma3 && g.ends_with("norm.weight") {
+            return Ok((t - 1.0)?);
+        }
+        Ok(t)
+    }
+
+    fn qtensor(&self, name: &str, device: &Device) -> Option<Result<Arc<QTensor>>> {
+        let g = self.arch.gguf_name(name)?;
+        if !self.file.has_tensor(&g) {
+            return None;
+        }
+        Some(self.file.qtensor(&g, device).map(Arc::new))
+    }
+}
+
+/// The special token ids GGUF metadata declares.
+fn special_ids(f: &GgufFile) -> (Option<u32>, Vec<u32>, Option<u32>) {
+    let id = |k: &str| f.usize_opt(k).map(|x| x as u32);
+    (
+        id("tokenizer.ggml.bos_token_id"),
+        id("tokenizer.ggml.eos_token_id").into_iter().collect(),
+        id("tokenizer.ggml.padding_token_id"),
+    )
+}
+
+fn vocab_size(f: &GgufFile, arch: &str) -> Result<usize> {
+    match f.usize_opt(&format!("{arch}.vocab_size")) {
+        Some(v) => Ok(v),
+        None => Ok(f.strings("tokenizer.ggml.tokens")?.len()),
+    }
+}
+
+/// A Llama config from `llama.*` metadata.
+pub fn llama_config(f: &GgufFile) -> Result<super::llama::Config> {
+    let k = |s: &str| format!("llama.{s}");
+    let heads = f.usize(&k("attention.head_count"))?;
+    let hidden = f.usize(&k("embedding_length"))?;
+    let head_dim = f
+        .usize_opt(&k("rope.dimension_count"))
+        .unwrap_or(hidden / heads);
+    if f.has_tensor("rope_freqs.weight") {
+        return Err(Error::Unsupported(format!(
+            "{}: GGUF rope frequency factors (`rope_freqs.weight`, Llama 3.1 scaling) are not supported yet; load the Hugging Face folder instead",
+            f.describe()
+        )));
+    }
+    let (bos, eos, pad) = special_ids(f);
+    Ok(super::llama::Config {
+        hidden_size: hidden,
+        intermediate_size: f.usize(&k("feed_forward_length"))?,
+        num_hidden_layers: f.usize(&k("block_count"))?,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(f.usize_opt(&k("attention.head_count_kv")).unwrap_or(heads)),
+        head_dim: Some(head_dim),
+        vocab_size: vocab_size(f, "llama")?,
+        rms_norm_eps: f.f64(&k("attention.layer_norm_rms_epsilon"))?,
+        rope_theta: Some(f.f64_opt(&k("rope.freq_base")).unwrap_or(10_000.0)),
+        rope_parameters: None,
+        rope_scaling: rope_scaling_json(f, "llama"),
+        max_position_embeddings: f.usize(&k("context_length"))?,
+        tie_word_embeddings: !f.has_tensor("output.weight"),
+        attention_bias: false,
+        mlp_bias: false,
+        hidden_act: "silu".into(),
+        sliding_window: None,
+        use_sliding_window: None,
+        bos_token_id: bos,
+        eos_token_id: Some(serde_json::json!(eos)),
+        pad_token_id: pad,
+        flavor: super::llama::Flavor::Gguf,
+    })
+}
+
+fn rope_scaling_json(f: &GgufFile, arch: &str) -> Option<serde_json::Value> {
+    let kind = f
+        .meta_opt(&format!("{arch}.rope.scaling.type"))
+        .and_then(|v| v.to_string().ok().cloned())?;
+    let factor = f.f64_opt(&format!("{arch}.rope.scaling.factor"))?;
+    match kind.as_str() {
+        "none" => None,
+        _ => Some(serde_json::json!({"rope_type": kind, "factor": factor})),
+    }
+}
+
+/// A Gemma 3 config from `gemma3.*` metadata, completed with what llama.cpp hard-codes for this
+/// architecture (and the Hugging Face config states): five sliding-window layers then one
+/// global, a local RoPE base of 10 000, and the attention scale `head_dim^-1/2`.
+pub fn gemma3_config(f: &GgufFile) -> Result<super::gemma3::Config> {
+    let k = |s: &str| format!("gemma3.{s}");
+    let heads = f.usize(&k("attention.head_count"))?;
+    let hidden = f.usize(&k("embedding_length"))?;
+    let head_dim = f.usize(&k("attention.key_length"))?;
+    let n_layers = f.usize(&k("block_count"))?;
+    let (bos, eos, pad) = special_ids(f);
+    // llama.cpp (src/llama-model.cpp, LLM_ARCH_GEMMA3): swa pattern 6; the 27B model scales by
+    // hidden/heads instead of head_dim.
+    let pattern = 6;
+    let query_pre_attn_scalar = if n_layers == 62 {
+        (hidden / heads) as f64
+    } else {
+        head_dim as f64
+    };
+    Ok(super::gemma3::Config {
+        hidden_size: hidden,
+        intermediate_size: f.usize(&k("feed_forward_length"))?,
+        num_hidden_layers: n_layers,
+        num_attention_heads: heads,
+        num_key_value_heads: f.usize_opt(&k("attention.head_count_kv")).unwrap_or(heads),
+        head_dim,
+        vocab_size: vocab_size(f, "gemma3")?,
+        rms_norm_eps: f.f64(&k("attention.layer_norm_rms_epsilon"))?,
+        max_position_embeddings: f.usize(&k("context_length"))?,
+        query_pre_attn_scalar: Some(query_pre_attn_scalar),
+        sliding_window: Some(f.usize(&k("attention.sliding_window"))?),
+        layer_types: Some(
+            (0..n_layers)
+                .map(|i| {
+                    if (i + 1) % pattern != 0 {
+                        "sliding_attention".to_string()
+                    } else {
+                        "full_attention".to_string()
+                    }
+                })
+                .collect(),
+        ),
+        sliding_window_pattern: None,
+        rope_theta: Some(f.f64_opt(&k("rope.freq_base")).unwrap_or(1_000_000.0)),
+        rope_local_base_freq: Some(10_000.0),
+        rope_scaling: rope_scaling_json(f, "gemma3"),
+        rope_parameters: None,
+        final_logit_softcapping: f.f64_opt(&k("final_logit_softcapping")),
+        attn_logit_softcapping: f.f64_opt(&k("attn_logit_softcapping")),
+        hidden_activation: "gelu_pytorch_tanh".into(),
+        tie_word_embeddings: !f.has_tensor("output.weight"),
+        bos_token_id: bos,
+        eos_token_id: Some(serde_json::json!(eos)),
+        pad_token_id: pad,
+    })
+}

@@ -1,0 +1,215 @@
+//! GPT-2.
+//!
+//! Paper: Radford et al. 2019, "Language Models are Unsupervised Multitask Learners".
+//! Upstream modelling file: transformers `models/gpt2/modeling_gpt2.py`. Learned absolute
+//! positions, pre-LayerNorm blocks, `Conv1D` projections (weights stored `[in, out]`), tied head.
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
+use super::weights::Vb;
+use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::Result;
+
+/// `config.json` of a GPT-2 model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_layer: usize,
+    pub n_positions: usize,
+    pub n_inner: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    #[serde(default = "yes")]
+    pub scale_attn_weights: bool,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<u32>,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+fn yes() -> bool {
+    true
+}
+
+pub(crate) fn layer_norm(vb: &Vb, dim: usize, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(dim, "weight")?,
+        vb.get(dim, "bias")?,
+        eps,
+    ))
+}
+
+struct Attention {
+    c_attn: Linear,
+    c_proj: Linear,
+    heads: usize,
+    scale: f64,
+}
+
+struct Mlp {
+    c_fc: Linear,
+    c_proj: Linear,
+    act: Activation,
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: Vb, cfg: &Config, layer: usize) -> Result<Self> {
+        let h = cfg.n_embd;
+        let inner = cfg.n_inner.unwrap_or(4 * h);
+        let mut scale = if cfg.scale_attn_weights {
+            1.0 / ((h / cfg.n_head) as f64).sqrt()
+        } else {
+            1.0
+        };
+        if cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (layer + 1) as f64;
+        }
+        Ok(Block {
+            ln_1: layer_norm(&vb.pp("ln_1"), h, cfg.layer_norm_epsilon)?,
+            attn: Attention {
+                c_attn: vb.pp("attn").pp("c_attn").conv1d(h, 3 * h)?,
+                c_proj: vb.pp("attn").pp("c_proj").conv1d(h, h)?,
+                heads: cfg.n_head,
+                scale,
+            },
+            ln_2: layer_norm(&vb.pp("ln_2"), h, cfg.layer_norm_epsilon)?,
+            mlp: Mlp {
+                c_fc: vb.pp("mlp").pp("c_fc").conv1d(h, inner)?,
+                c_proj: vb.pp("mlp").pp("c_proj").conv1d(inner, h)?,
+                act: Activation::from_name(&cfg.activation_function)?,
+            },
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let h = x.dim(2)?;
+        let qkv = self.attn.c_attn.forward(&self.ln_1.forward(x)?)?;
+        let q = nn::split_heads(&qkv.narrow(2, 0, h)?, self.attn.heads)?;
+        let k = nn::split_heads(&qkv.narrow(2, h, h)?, self.attn.heads)?;
+        let v = nn::split_heads(&qkv.narrow(2, 2 * h, h)?, self.attn.heads)?;
+        let (a, probs) = nn::attention(&q, &k, &v, mask, self.attn.scale, want)?;
+        let x = (x + self.attn.c_proj.forward(&a)?)?;
+        let m = self.mlp.c_fc.forward(&self.ln_2.forward(&x)?)?;
+        let m = self.mlp.c_proj.forward(&self.mlp.act.forward(&m)?)?;
+        Ok(((x + m)?, probs))
+    }
+}
+
+/// GPT-2 with its (tied) LM head.
+pub struct Gpt2 {
+    wte: Embedding,
+    wpe: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl Gpt2 {
+    pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        // Checkpoints saved by transformers prefix the body with `transformer.`; OpenAI's
+        // original conversion does not.
+        let t = if vb.contains("transformer.wte.weight") {
+            vb.pp("transformer")
+        } else {
+            vb.clone()
+        };
+        let h = cfg.n_embd;
+        let wte = Embedding::new(t.pp("wte").get((cfg.vocab_size, h), "weight")?);
+        let wpe = Embedding::new(t.pp("wpe").get((cfg.n_positions, h), "weight")?);
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::load(t.pp("h").pp(i), cfg, i))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
+        let head = if vb.contains("lm_head.weight") {
+            vb.pp("lm_head").linear(h, cfg.vocab_size, false)?
+        } else {
+            t.pp("wte").tied_linear(wte.table(), "weight")?
+        };
+        let info = ModelInfo {
+            architecture: "GPT2LMHeadModel".into(),
+            n_layers: cfg.n_layer,
+            hidden_size: h,
+            n_heads: cfg.n_head,
+            n_kv_heads: cfg.n_head,
+            vocab_size: cfg.vocab_size,
+            max_positions: cfg.n_positions,
+            bos_token_id: cfg.bos_token_id,
+            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            pad_token_id: cfg.pad_token_id,
+            weights: "f32".into(),
+            capabilities: Capabilities {
+                gradients: true,
+                attentions: true,
+            },
+        };
+        Ok(Gpt2 {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            head,
+            info,
+            device: vb.device().clone(),
+        })
+    }
+}
+
+impl CausalLm for Gpt2 {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.wte.forward(ids)?)
+    }
+    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
+        let t = embeds.dim(1)?;
+        let pos = self.wpe.table().narrow(0, 0, t)?;
+        let mut x = embeds.broadcast_add(&pos)?;
+        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
+        let mut attns = want.then(Vec::new);
+        for b in &self.blocks {
+            let (y, p) = b.forward(&x, &mask, want)?;
+            x = y;
+            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
+                a.push(p);
+            }
+        }
+        Ok(Hidden {
+            states: self.ln_f.forward(&x)?,
+            attentions: attns,
+        })
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.head.forward(hidden)?)
+    }
+}

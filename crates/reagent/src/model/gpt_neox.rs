@@ -1,0 +1,252 @@
+//! GPT-NeoX and Pythia.
+//!
+//! Paper: Black et al. 2022, "GPT-NeoX-20B: An Open-Source Autoregressive Language Model"
+//! (<https://arxiv.org/abs/2204.06745>); Biderman et al. 2023, "Pythia". Upstream modelling file:
+//! transformers `models/gpt_neox/modeling_gpt_neox.py`. Fused QKV projection laid out per head,
+//! rotary embedding on a fraction (`rotary_pct`) of each head, parallel or sequential residual.
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use super::gpt2::layer_norm;
+use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary};
+use super::weights::Vb;
+use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::Result;
+
+/// `config.json` of a GPT-NeoX model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    pub rotary_pct: Option<f64>,
+    pub rotary_emb_base: Option<f64>,
+    /// transformers v5 moves the rotary settings here (`rope_theta`, `partial_rotary_factor`).
+    pub rope_parameters: Option<serde_json::Value>,
+    pub partial_rotary_factor: Option<f64>,
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "yes")]
+    pub use_parallel_residual: bool,
+    #[serde(default = "yes")]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<u32>,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    fn rope(&self) -> Result<(f64, f64, RopeScaling)> {
+        let p = self.rope_parameters.as_ref().filter(|p| p.is_object());
+        let get = |k: &str| p.and_then(|p| p.get(k)).and_then(|v| v.as_f64());
+        let theta = get("rope_theta")
+            .or(self.rotary_emb_base)
+            .unwrap_or(10_000.0);
+        let pct = get("partial_rotary_factor")
+            .or(self.partial_rotary_factor)
+            .or(self.rotary_pct)
+            .unwrap_or(0.25);
+        let scaling = match p {
+            Some(p) => RopeScaling::from_json(Some(p))?,
+            None => RopeScaling::from_json(self.rope_scaling.as_ref())?,
+        };
+        Ok((theta, pct, scaling))
+    }
+}
+
+struct Layer {
+    input_layernorm: LayerNorm,
+    post_attention_layernorm: LayerNorm,
+    query_key_value: Linear,
+    dense: Linear,
+    dense_h_to_4h: Linear,
+    dense_4h_to_h: Linear,
+    act: Activation,
+    heads: usize,
+    scale: f64,
+    parallel: bool,
+}
+
+impl Layer {
+    fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let b = cfg.attention_bias;
+        Ok(Layer {
+            input_layernorm: layer_norm(&vb.pp("input_layernorm"), h, cfg.layer_norm_eps)?,
+            post_attention_layernorm: layer_norm(
+                &vb.pp("post_attention_layernorm"),
+                h,
+                cfg.layer_norm_eps,
+            )?,
+            query_key_value: vb
+                .pp("attention")
+                .pp("query_key_value")
+                .linear(h, 3 * h, b)?,
+            dense: vb.pp("attention").pp("dense").linear(h, h, b)?,
+            dense_h_to_4h: vb.pp("mlp").pp("dense_h_to_4h").linear(
+                h,
+                cfg.intermediate_size,
+                true,
+            )?,
+            dense_4h_to_h: vb.pp("mlp").pp("dense_4h_to_h").linear(
+                cfg.intermediate_size,
+                h,
+                true,
+            )?,
+            act: Activation::from_name(&cfg.hidden_act)?,
+            heads: cfg.num_attention_heads,
+            scale: 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt(),
+            parallel: cfg.use_parallel_residual,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let (b, t, h) = x.dims3()?;
+        let d = h / self.heads;
+        // The fused projection is laid out [heads, (q | k | v), head_dim].
+        let qkv = self
+            .query_key_value
+            .forward(&self.input_layernorm.forward(x)?)?
+            .reshape((b, t, self.heads, 3 * d))?
+            .transpose(1, 2)?; // [b, heads, t, 3d]
+        let q = rotary.apply(&qkv.narrow(3, 0, d)?)?;
+        let k = rotary.apply(&qkv.narrow(3, d, d)?)?;
+        let v = qkv.narrow(3, 2 * d, d)?;
+        let (a, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
+        let a = self.dense.forward(&a)?;
+        let mlp = |y: &Tensor| -> candle_core::Result<Tensor> {
+            let y = self.post_attention_layernorm.forward(y)?;
+            self.dense_4h_to_h
+                .forward(&self.act.forward(&self.dense_h_to_4h.forward(&y)?)?)
+        };
+        let out = if self.parallel {
+            ((x + &a)? + mlp(x)?)?
+        } else {
+            let y = (x + &a)?;
+            (&y + mlp(&y)?)?
+        };
+        Ok((out, probs))
+    }
+}
+
+/// GPT-NeoX with its LM head (`embed_out`).
+pub struct GptNeoX {
+    embed_in: Embedding,
+    layers: Vec<Layer>,
+    final_layer_norm: LayerNorm,
+    head: Linear,
+    rotary: Rotary,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl GptNeoX {
+    pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let g = vb.pp("gpt_neox");
+        let h = cfg.hidden_size;
+        let head_dim = h / cfg.num_attention_heads;
+        let embed_in = Embedding::new(g.pp("embed_in").get((cfg.vocab_size, h), "weight")?);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(g.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let final_layer_norm = layer_norm(&g.pp("final_layer_norm"), h, cfg.layer_norm_eps)?;
+        let head = if cfg.tie_word_embeddings || !vb.contains("embed_out.weight") {
+            g.pp("embed_in").tied_linear(embed_in.table(), "weight")?
+        } else {
+            vb.pp("embed_out").linear(h, cfg.vocab_size, false)?
+        };
+        let (theta, pct, scaling) = cfg.rope()?;
+        let rot_dim = (head_dim as f64 * pct) as usize;
+        let rotary = Rotary::new(
+            rot_dim,
+            theta,
+            &scaling,
+            cfg.max_position_embeddings,
+            false,
+            vb.device(),
+        )?;
+        let info = ModelInfo {
+            architecture: "GPTNeoXForCausalLM".into(),
+            n_layers: cfg.num_hidden_layers,
+            hidden_size: h,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.num_attention_heads,
+            vocab_size: cfg.vocab_size,
+            max_positions: cfg.max_position_embeddings,
+            bos_token_id: cfg.bos_token_id,
+            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            pad_token_id: cfg.pad_token_id,
+            weights: "f32".into(),
+            capabilities: Capabilities {
+                gradients: true,
+                attentions: true,
+            },
+        };
+        Ok(GptNeoX {
+            embed_in,
+            layers,
+            final_layer_norm,
+            head,
+            rotary,
+            info,
+            device: vb.device().clone(),
+        })
+    }
+}
+
+impl CausalLm for GptNeoX {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed_in.forward(ids)?)
+    }
+    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
+        let t = embeds.dim(1)?;
+        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
+        let mut x = embeds.clone();
+        let mut attns = want.then(Vec::new);
+        for l in &self.layers {
+            let (y, p) = l.forward(&x, &self.rotary, &mask, want)?;
+            x = y;
+            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
+                a.push(p);
+            }
+        }
+        Ok(Hidden {
+            states: self.final_layer_norm.forward(&x)?,
+            attentions: attns,
+        })
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.head.forward(hidden)?)
+    }
+}

@@ -1,0 +1,185 @@
+//! GPT-J.
+//!
+//! Model: Wang & Komatsuzaki 2021, "GPT-J-6B: A 6 Billion Parameter Autoregressive Language Model"
+//! (<https://github.com/kingoflolz/mesh-transformer-jax>). Upstream modelling file: transformers
+//! `models/gptj/modeling_gptj.py`. Parallel attention and MLP from one LayerNorm, rotary
+//! embedding on the first `rotary_dim` channels of each head with adjacent pairs rotated, untied
+//! head with a bias.
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use super::gpt2::layer_norm;
+use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary};
+use super::weights::Vb;
+use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::Result;
+
+/// `config.json` of a GPT-J model.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_layer: usize,
+    pub n_positions: usize,
+    pub n_inner: Option<usize>,
+    pub rotary_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_act")]
+    pub activation_function: String,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<u32>,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    fc_in: Linear,
+    fc_out: Linear,
+    act: Activation,
+    heads: usize,
+    scale: f64,
+}
+
+impl Block {
+    fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let h = cfg.n_embd;
+        let inner = cfg.n_inner.unwrap_or(4 * h);
+        let a = vb.pp("attn");
+        Ok(Block {
+            ln_1: layer_norm(&vb.pp("ln_1"), h, cfg.layer_norm_epsilon)?,
+            q_proj: a.pp("q_proj").linear(h, h, false)?,
+            k_proj: a.pp("k_proj").linear(h, h, false)?,
+            v_proj: a.pp("v_proj").linear(h, h, false)?,
+            out_proj: a.pp("out_proj").linear(h, h, false)?,
+            fc_in: vb.pp("mlp").pp("fc_in").linear(h, inner, true)?,
+            fc_out: vb.pp("mlp").pp("fc_out").linear(inner, h, true)?,
+            act: Activation::from_name(&cfg.activation_function)?,
+            heads: cfg.n_head,
+            scale: 1.0 / ((h / cfg.n_head) as f64).sqrt(),
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let h = self.ln_1.forward(x)?;
+        let q = rotary.apply(&nn::split_heads(&self.q_proj.forward(&h)?, self.heads)?)?;
+        let k = rotary.apply(&nn::split_heads(&self.k_proj.forward(&h)?, self.heads)?)?;
+        let v = nn::split_heads(&self.v_proj.forward(&h)?, self.heads)?;
+        let (a, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
+        let a = self.out_proj.forward(&a)?;
+        let m = self
+            .fc_out
+            .forward(&self.act.forward(&self.fc_in.forward(&h)?)?)?;
+        Ok(((x + a)? + m)?).map(|y| (y, probs))
+    }
+}
+
+/// GPT-J with its LM head.
+pub struct GptJ {
+    wte: Embedding,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    head: Linear,
+    rotary: Rotary,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl GptJ {
+    pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let t = vb.pp("transformer");
+        let h = cfg.n_embd;
+        let head_dim = h / cfg.n_head;
+        let wte = Embedding::new(t.pp("wte").get((cfg.vocab_size, h), "weight")?);
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::load(t.pp("h").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
+        let head = vb.pp("lm_head").linear(h, cfg.vocab_size, true)?;
+        let rotary = Rotary::new(
+            cfg.rotary_dim.unwrap_or(head_dim),
+            10_000.0,
+            &RopeScaling::None,
+            cfg.n_positions,
+            true,
+            vb.device(),
+        )?;
+        let info = ModelInfo {
+            architecture: "GPTJForCausalLM".into(),
+            n_layers: cfg.n_layer,
+            hidden_size: h,
+            n_heads: cfg.n_head,
+            n_kv_heads: cfg.n_head,
+            vocab_size: cfg.vocab_size,
+            max_positions: cfg.n_positions,
+            bos_token_id: cfg.bos_token_id,
+            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            pad_token_id: cfg.pad_token_id,
+            weights: "f32".into(),
+            capabilities: Capabilities {
+                gradients: true,
+                attentions: true,
+            },
+        };
+        Ok(GptJ {
+            wte,
+            blocks,
+            ln_f,
+            head,
+            rotary,
+            info,
+            device: vb.device().clone(),
+        })
+    }
+}
+
+impl CausalLm for GptJ {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.wte.forward(ids)?)
+    }
+    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
+        let t = embeds.dim(1)?;
+        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
+        let mut x = embeds.clone();
+        let mut attns = want.then(Vec::new);
+        for b in &self.blocks {
+            let (y, p) = b.forward(&x, &self.rotary, &mask, want)?;
+            x = y;
+            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
+                a.push(p);
+            }
+        }
+        Ok(Hidden {
+            states: self.ln_f.forward(&x)?,
+            attentions: attns,
+        })
+    }
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.head.forward(hidden)?)
+    }
+}

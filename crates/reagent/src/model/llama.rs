@@ -1,0 +1,343 @@
+//! The Llama family: Llama 2/3, SmolLM2, Mistral, Qwen2.
+//!
+//! Paper: Touvron et al. 2023, "LLaMA: Open and Efficient Foundation Language Models"
+//! (<https://arxiv.org/abs/2302.13971>). Upstream modelling file:
+//! transformers `models/llama/modeling_llama.py` (Qwen2 adds q/k/v biases, Mistral a sliding
+//! window). RoPE, grouped-query attention, RMSNorm, SwiGLU MLP, tied or untied head.
+
+use candle_core::{Device, Tensor};
+use serde::Deserialize;
+
+use super::nn::{self, Activation, Embedding, Linear, Masks, RmsNorm, RopeScaling, Rotary};
+use super::weights::Vb;
+use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::Result;
+
+/// `config.json` of a Llama-family model (only the keys we use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    pub rope_theta: Option<f64>,
+    /// transformers v5 moves `rope_theta` and the scaling into this object.
+    pub rope_parameters: Option<serde_json::Value>,
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<u32>,
+    /// Set by the loader, not by config.json.
+    #[serde(skip)]
+    pub flavor: Flavor,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_max_pos() -> usize {
+    2048
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+/// Which member of the family, and where its weights came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Flavor {
+    #[default]
+    Llama,
+    Mistral,
+    /// q/k/v projections carry biases.
+    Qwen2,
+    /// Weights converted by llama.cpp: q/k rows are permuted so that RoPE rotates adjacent
+    /// channel pairs; we rotate the same way instead of permuting back.
+    Gguf,
+}
+
+impl Config {
+    fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    /// `rope_theta` from v5's `rope_parameters`, or the top level, or Llama's documented 10000.
+    pub fn rope(&self) -> Result<(f64, RopeScaling)> {
+        if let Some(p) = self.rope_parameters.as_ref().filter(|p| p.is_object()) {
+            let theta = p
+                .get("rope_theta")
+                .and_then(|v| v.as_f64())
+                .or(self.rope_theta);
+            let theta = theta.ok_or_else(|| {
+                crate::Error::missing("`rope_theta` (in `rope_parameters`)", "config.json")
+            })?;
+            return Ok((theta, RopeScaling::from_json(Some(p))?));
+        }
+        Ok((
+            self.rope_theta.unwrap_or(10_000.0),
+            RopeScaling::from_json(self.rope_scaling.as_ref())?,
+        ))
+    }
+    fn window(&self) -> Option<usize> {
+        match self.flavor {
+            Flavor::Qwen2 if self.use_sliding_window != Some(true) => None,
+            _ => self.sliding_window,
+        }
+    }
+}
+
+/// `eos_token_id` may be an int or a list.
+pub(crate) fn eos_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: usize,
+    kv_heads: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let (h, d, kv) = (cfg.num_attention_heads, cfg.head_dim(), cfg.kv_heads());
+        let qkv_bias = cfg.attention_bias || cfg.flavor == Flavor::Qwen2;
+        Ok(Attention {
+            q_proj: vb.pp("q_proj").linear(cfg.hidden_size, h * d, qkv_bias)?,
+            k_proj: vb.pp("k_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
+            v_proj: vb.pp("v_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
+            o_proj: vb
+                .pp("o_proj")
+                .linear(h * d, cfg.hidden_size, cfg.attention_bias)?,
+            heads: h,
+            kv_heads: kv,
+            scale: 1.0 / (d as f64).sqrt(),
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let q = rotary.apply(&nn::split_heads(&self.q_proj.forward(x)?, self.heads)?)?;
+        let k = rotary.apply(&nn::split_heads(&self.k_proj.forward(x)?, self.kv_heads)?)?;
+        let v = nn::split_heads(&self.v_proj.forward(x)?, self.kv_heads)?;
+        let (out, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
+        Ok((self.o_proj.forward(&out)?, probs))
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate_proj: vb.pp("gate_proj").linear(h, i, cfg.mlp_bias)?,
+            up_proj: vb.pp("up_proj").linear(h, i, cfg.mlp_bias)?,
+            down_proj: vb.pp("down_proj").linear(i, h, cfg.mlp_bias)?,
+            act: Activation::from_name(&cfg.hidden_act)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let gate = self.act.forward(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: Vb, cfg: &Config) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Block {
+            input_layernorm: RmsNorm::new(
+                vb.pp("input_layernorm").get(h, "weight")?,
+                cfg.rms_norm_eps,
+            ),
+            self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
+            post_attention_layernorm: RmsNorm::new(
+                vb.pp("post_attention_layernorm").get(h, "weight")?,
+                cfg.rms_norm_eps,
+            ),
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        let (a, probs) =
+            self.self_attn
+                .forward(&self.input_layernorm.forward(x)?, rotary, mask, want)?;
+        let x = (x + a)?;
+        let m = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&x)?)?;
+        Ok(((x + m)?, probs))
+    }
+}
+
+/// A Llama-family causal LM.
+pub struct Llama {
+    embed_tokens: Embedding,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rotary: Rotary,
+    window: Option<usize>,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl Llama {
+    pub fn load(vb: Vb, cfg: &Config, architecture: &str) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens = Embedding::new(
+            m.pp("embed_tokens")
+                .get((cfg.vocab_size, cfg.hidden_size), "weight")?,
+        );
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Block::load(m.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(
+            m.pp("norm").get(cfg.hidden_size, "weight")?,
+            cfg.rms_norm_eps,
+        );
+        let lm_head = if cfg.tie_word_embeddings || !vb.contains("lm_head.weight") {
+            m.pp("embed_tokens")
+                .tied_linear(embed_tokens.table(), "weight")?
+        } else {
+            vb.pp("lm_head")
+                .linear(cfg.hidden_size, cfg.vocab_size, false)?
+        };
+        let (theta, scaling) = cfg.rope()?;
+        let rotary = Rotary::new(
+            cfg.head_dim(),
+            theta,
+            &scaling,
+            cfg.max_position_embeddings,
+            cfg.flavor == Flavor::Gguf,
+            vb.device(),
+        )?;
+        let info = ModelInfo {
+            architecture: architecture.to_string(),
+            n_layers: cfg.num_hidden_layers,
+            hidden_size: cfg.hidden_size,
+            n_heads: cfg.num_attention_heads,
+            n_kv_heads: cfg.kv_heads(),
+            vocab_size: cfg.vocab_size,
+            max_positions: cfg.max_position_embeddings,
+            bos_token_id: cfg.bos_token_id,
+            eos_token_ids: eos_ids(&cfg.eos_token_id),
+            pad_token_id: cfg.pad_token_id,
+            weights: String::from("f32"),
+            capabilities: Capabilities {
+                gradients: !vb.is_quantized(),
+                attentions: true,
+            },
+        };
+        Ok(Llama {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+            window: cfg.window(),
+            info,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// Replace the weights description (the GGUF loader names the quantization).
+    pub fn set_weights_description(&mut self, s: String) {
+        self.info.weights = s;
+    }
+}
+
+impl CausalLm for Llama {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.embed_tokens.forward(ids)?)
+    }
+
+    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
+        let t = embeds.dim(1)?;
+        let mask = Masks::new(lengths, t, &self.device).build(true, self.window)?;
+        let mut x = embeds.clone();
+        let mut attns = want.then(Vec::new);
+        for layer in &self.layers {
+            let (y, p) = layer.forward(&x, &self.rotary, &mask, want)?;
+            x = y;
+            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
+                a.push(p);
+            }
+        }
+        Ok(Hidden {
+            states: self.norm.forward(&x)?,
+            attentions: attns,
+        })
+    }
+
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?)
+    }
+}

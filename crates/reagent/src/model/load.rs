@@ -1,0 +1,442 @@
+//! Model sources and architecture dispatch.
+//!
+//! One `--model SPEC` names a model: a Hugging Face folder (`config.json`, safetensors weights,
+//! `tokenizer.json`), a `.gguf` file, or a hub id such as `HuggingFaceTB/SmolLM2-135M`, resolved
+//! through the local Hugging Face cache first. The architecture comes from `config.json`'s
+//! `architectures` or GGUF's `general.architecture`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use super::gguf::{self, GgufFile, GgufSource};
+use super::weights::{SafetensorsSource, Vb, WeightSource};
+use super::{bert, gemma3, gpt2, gpt_neox, gptj, llama, opt, CausalLm, MaskedLm};
+use crate::error::WithPath;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Where a model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// A folder with `config.json`, `model.safetensors` (or a sharded index) and `tokenizer.json`.
+    HfDir(PathBuf),
+    /// A single `.gguf` file (weights, config and tokenizer in one).
+    Gguf(PathBuf),
+    /// A Hugging Face hub id, `owner/name`.
+    HubId(String),
+}
+
+impl ModelSource {
+    /// Interpret a `--model` argument.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(Error::input("the model spec is empty"));
+        }
+        let p = Path::new(spec);
+        if p.is_dir() {
+            if p.join("config.json").is_file() {
+                return Ok(ModelSource::HfDir(p.to_path_buf()));
+            }
+            let ggufs = gguf_files_in(p);
+            return match ggufs.as_slice() {
+                [one] => Ok(ModelSource::Gguf(one.clone())),
+                [] => Err(Error::ModelSource(format!(
+                    "{spec}: this folder has neither config.json nor a .gguf file"
+                ))),
+                many => Err(Error::ModelSource(format!(
+                    "{spec}: this folder has {} .gguf files; name one of them",
+                    many.len()
+                ))),
+            };
+        }
+        if p.is_file() {
+            if spec.ends_with(".gguf") {
+                return Ok(ModelSource::Gguf(p.to_path_buf()));
+            }
+            if p.file_name().is_some_and(|n| n == "config.json") {
+                let dir = p.parent().unwrap_or(Path::new("."));
+                return Ok(ModelSource::HfDir(dir.to_path_buf()));
+            }
+            return Err(Error::ModelSource(format!(
+                "{spec}: not a model (expected a .gguf file, or a folder with config.json)"
+            )));
+        }
+        if is_hub_id(spec) {
+            return Ok(ModelSource::HubId(spec.to_string()));
+        }
+        Err(Error::ModelSource(format!(
+            "{spec}: no such file or folder (a model is a .gguf file, a Hugging Face folder, or a hub id like owner/name)"
+        )))
+    }
+
+    /// A short name for provenance: the file or folder name, or the hub id.
+    pub fn id(&self) -> String {
+        match self {
+            ModelSource::HfDir(p) | ModelSource::Gguf(p) => p
+                .canonicalize()
+                .unwrap_or_else(|_| p.clone())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            ModelSource::HubId(id) => id.clone(),
+        }
+    }
+}
+
+fn gguf_files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn is_hub_id(s: &str) -> bool {
+    let mut parts = s.split('/');
+    let ok = |p: &str| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && !p.starts_with('-')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if ok(a) && ok(b))
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Run GGUF weights quantized (faster, less memory, no gradients). Default: dequantize to f32.
+    pub quantized: bool,
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            quantized: false,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// A causal LM with its tokenizer.
+pub struct LoadedModel {
+    pub model: Arc<dyn CausalLm>,
+    pub tokenizer: Tokenizer,
+    /// Provenance: file/folder name or hub id.
+    pub id: String,
+    pub source: ModelSource,
+}
+
+/// A masked LM with its tokenizer.
+pub struct LoadedMaskedModel {
+    pub model: Arc<dyn MaskedLm>,
+    pub tokenizer: Tokenizer,
+    pub id: String,
+    pub source: ModelSource,
+}
+
+/// The files of a Hugging Face model folder.
+struct HfFiles {
+    config: PathBuf,
+    weights: Vec<PathBuf>,
+    tokenizer: PathBuf,
+}
+
+impl HfFiles {
+    fn in_dir(dir: &Path) -> Result<Self> {
+        let config = dir.join("config.json");
+        let tokenizer = dir.join("tokenizer.json");
+        if !tokenizer.is_file() {
+            return Err(Error::ModelSource(format!(
+                "{}: tokenizer.json is missing (only fast tokenizers are supported)",
+                dir.display()
+            )));
+        }
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let weights = if single.is_file() {
+            vec![single]
+        } else if index.is_file() {
+            shards_of(&index)?
+                .into_iter()
+                .map(|s| dir.join(s))
+                .collect()
+        } else if dir.join("pytorch_model.bin").is_file() {
+            return Err(Error::ModelSource(format!(
+                "{}: only safetensors weights are supported, this folder has pytorch_model.bin",
+                dir.display()
+            )));
+        } else {
+            return Err(Error::ModelSource(format!(
+                "{}: no model.safetensors or model.safetensors.index.json",
+                dir.display()
+            )));
+        };
+        Ok(HfFiles {
+            config,
+            weights,
+            tokenizer,
+        })
+    }
+}
+
+/// Shard file names listed in a safetensors index, deduplicated, in order.
+fn shards_of(index: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(index).with_path(index)?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_path(index)?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| Error::missing("`weight_map`", index.display().to_string()))?;
+    let mut shards: Vec<String> = map
+        .values()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+#[cfg(feature = "hub")]
+fn hub_files(id: &str) -> Result<HfFiles> {
+    use hf_hub::{Cache, Repo};
+    let repo = Repo::model(id.to_string());
+    let cache = Cache::from_env();
+    let cached = cache.repo(repo.clone());
+    let want_single = ["config.json", "tokenizer.json", "model.safetensors"];
+    if want_single.iter().all(|f| cached.get(f).is_some()) {
+        let get = |f: &str| cached.get(f).expect("checked above");
+        return Ok(HfFiles {
+            config: get("config.json"),
+            weights: vec![get("model.safetensors")],
+            tokenizer: get("tokenizer.json"),
+        });
+    }
+    let offline = |e: &dyn std::fmt::Display| {
+        Error::ModelSource(format!(
+            "cannot fetch `{id}` from the Hugging Face hub ({e}), and it is not in the local cache ({}). \
+             Use a local model instead: a folder with config.json, model.safetensors and tokenizer.json, \
+             or a .gguf file (scripts/fetch-models.sh puts two in models/)",
+            cache.path().display()
+        ))
+    };
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_progress(false)
+        .build()
+        .map_err(|e| offline(&e))?;
+    let remote = api.repo(repo);
+    let config = remote.get("config.json").map_err(|e| offline(&e))?;
+    let tokenizer = remote.get("tokenizer.json").map_err(|e| offline(&e))?;
+    let weights = match remote.get("model.safetensors") {
+        Ok(p) => vec![p],
+        Err(_) => {
+            let index = remote
+                .get("model.safetensors.index.json")
+                .map_err(|e| offline(&e))?;
+            shards_of(&index)?
+                .iter()
+                .map(|s| remote.get(s).map_err(|e| offline(&e)))
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    Ok(HfFiles {
+        config,
+        weights,
+        tokenizer,
+    })
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub_files(id: &str) -> Result<HfFiles> {
+    Err(Error::ModelSource(format!(
+        "`{id}` looks like a hub id, but this build has no hub support (feature `hub`); use a local folder or .gguf file"
+    )))
+}
+
+fn read_config(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_path(path)?;
+    serde_json::from_str(&text).with_path(path)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(cfg: &serde_json::Value, path: &Path) -> Result<T> {
+    serde_json::from_value(cfg.clone()).with_path(path)
+}
+
+/// The architecture name of a config: `architectures[0]`, else derived from `model_type`.
+fn architecture(cfg: &serde_json::Value, path: &Path) -> Result<String> {
+    if let Some(a) = cfg
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .and_then(|a| a.first())
+        .and_then(|a| a.as_str())
+    {
+        return Ok(a.to_string());
+    }
+    let mt = cfg
+        .get("model_type")
+        .and_then(|m| m.as_str())
+        .ok_or_else(|| {
+            Error::missing(
+                "`architectures` and `model_type`",
+                path.display().to_string(),
+            )
+        })?;
+    Ok(match mt {
+        "llama" => "LlamaForCausalLM",
+        "mistral" => "MistralForCausalLM",
+        "qwen2" => "Qwen2ForCausalLM",
+        "gemma3_text" => "Gemma3ForCausalLM",
+        "gpt2" => "GPT2LMHeadModel",
+        "opt" => "OPTForCausalLM",
+        "gptj" => "GPTJForCausalLM",
+        "gpt_neox" => "GPTNeoXForCausalLM",
+        "bert" => "BertForMaskedLM",
+        "roberta" => "RobertaForMaskedLM",
+        other => {
+            return Err(Error::UnsupportedArchitecture(format!(
+                "model_type {other}"
+            )))
+        }
+    }
+    .to_string())
+}
+
+fn causal_from_hf(files: &HfFiles, opts: &LoadOptions) -> Result<Arc<dyn CausalLm>> {
+    let cfg = read_config(&files.config)?;
+    let arch = architecture(&cfg, &files.config)?;
+    let src: Arc<dyn WeightSource> = Arc::new(SafetensorsSource::open(&files.weights)?);
+    let vb = Vb::new(src, &opts.device, false);
+    let path = &files.config;
+    Ok(match arch.as_str() {
+        "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" => {
+            let mut c: llama::Config = parse(&cfg, path)?;
+            c.flavor = match arch.as_str() {
+                "MistralForCausalLM" => llama::Flavor::Mistral,
+                "Qwen2ForCausalLM" => llama::Flavor::Qwen2,
+                _ => llama::Flavor::Llama,
+            };
+            Arc::new(llama::Llama::load(vb, &c, &arch)?)
+        }
+        "Gemma3ForCausalLM" => Arc::new(gemma3::Gemma3::load(vb, &parse(&cfg, path)?)?),
+        "GPT2LMHeadModel" => Arc::new(gpt2::Gpt2::load(vb, &parse(&cfg, path)?)?),
+        "OPTForCausalLM" => Arc::new(opt::Opt::load(vb, &parse(&cfg, path)?)?),
+        "GPTJForCausalLM" => Arc::new(gptj::GptJ::load(vb, &parse(&cfg, path)?)?),
+        "GPTNeoXForCausalLM" => Arc::new(gpt_neox::GptNeoX::load(vb, &parse(&cfg, path)?)?),
+        "BertForMaskedLM" | "RobertaForMaskedLM" => {
+            return Err(Error::input(format!(
+                "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler (--mlm), not as the attributed model"
+            )))
+        }
+        other => return Err(Error::UnsupportedArchitecture(other.to_string())),
+    })
+}
+
+fn causal_from_gguf(path: &Path, opts: &LoadOptions) -> Result<(Arc<dyn CausalLm>, Tokenizer)> {
+    let file = Arc::new(GgufFile::open(path)?);
+    let arch_name = file.string("general.architecture")?;
+    let arch = gguf::Arch::from_name(&arch_name)?;
+    let src: Arc<dyn WeightSource> = Arc::new(GgufSource::new(file.clone(), arch));
+    let vb = Vb::new(src, &opts.device, opts.quantized);
+    let weights = if opts.quantized {
+        format!("quantized ({})", file.dtypes())
+    } else {
+        format!("f32 (dequantized from {})", file.dtypes())
+    };
+    let model: Arc<dyn CausalLm> = match arch {
+        gguf::Arch::Llama => {
+            let mut m = llama::Llama::load(vb, &gguf::llama_config(&file)?, "LlamaForCausalLM")?;
+            m.set_weights_description(weights);
+            Arc::new(m)
+        }
+        gguf::Arch::Gemma3 => {
+            let mut m = gemma3::Gemma3::load(vb, &gguf::gemma3_config(&file)?)?;
+            m.set_weights_description(weights);
+            Arc::new(m)
+        }
+    };
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    Ok((model, tokenizer))
+}
+
+/// Load a causal LM and its tokenizer from a `--model` spec.
+pub fn load_causal(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
+    let source = ModelSource::parse(spec)?;
+    let (model, tokenizer) = match &source {
+        ModelSource::Gguf(p) => causal_from_gguf(p, opts)?,
+        ModelSource::HfDir(dir) => {
+            let files = HfFiles::in_dir(dir)?;
+            let m = causal_from_hf(&files, opts)?;
+            (m, Tokenizer::from_file(&files.tokenizer)?)
+        }
+        ModelSource::HubId(id) => {
+            let files = hub_files(id)?;
+            let m = causal_from_hf(&files, opts)?;
+            (m, Tokenizer::from_file(&files.tokenizer)?)
+        }
+    };
+    check_vocab(model.vocab_size(), &tokenizer, &source.id())?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        id: source.id(),
+        source,
+    })
+}
+
+/// Load a masked LM (BERT, RoBERTa) and its tokenizer from a spec.
+pub fn load_masked(spec: &str, opts: &LoadOptions) -> Result<LoadedMaskedModel> {
+    let source = ModelSource::parse(spec)?;
+    let files = match &source {
+        ModelSource::HfDir(dir) => HfFiles::in_dir(dir)?,
+        ModelSource::HubId(id) => hub_files(id)?,
+        ModelSource::Gguf(p) => {
+            return Err(Error::input(format!(
+                "{}: a GGUF file holds a causal LM; the MLM sampler needs a masked LM such as distilroberta-base",
+                p.display()
+            )))
+        }
+    };
+    let cfg = read_config(&files.config)?;
+    let arch = architecture(&cfg, &files.config)?;
+    let flavor = match arch.as_str() {
+        "BertForMaskedLM" => bert::Flavor::Bert,
+        "RobertaForMaskedLM" => bert::Flavor::Roberta,
+        other => {
+            return Err(Error::input(format!(
+                "{}: {other} is not a masked LM (supported: BertForMaskedLM, RobertaForMaskedLM)",
+                source.id()
+            )))
+        }
+    };
+    let src: Arc<dyn WeightSource> = Arc::new(SafetensorsSource::open(&files.weights)?);
+    let vb = Vb::new(src, &opts.device, false);
+    let model = bert::BertMlm::load(vb, &parse(&cfg, &files.config)?, flavor)?;
+    let tokenizer = Tokenizer::from_file(&files.tokenizer)?;
+    check_vocab(model.info().vocab_size, &tokenizer, &source.id())?;
+    Ok(LoadedMaskedModel {
+        model: Arc::new(model),
+        tokenizer,
+        id: source.id(),
+        source,
+    })
+}
+
+/// The tokenizer must not produce ids the model has no row for.
+fn check_vocab(model_vocab: usize, tok: &Tokenizer, id: &str) -> Result<()> {
+    let max = tok.max_id();
+    if max as usize >= model_vocab {
+        return Err(Error::ModelSource(format!(
+            "{id}: vocabulary mismatch: the tokenizer can produce id {max}, but the model has only {model_vocab} rows"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The model layer: causal and masked language models behind two small traits.
+//!
+//! A [`CausalLm`] implements four methods (`info`, `embed`, `forward_hidden`, `lm_head`); the
+//! trait provides the rest: batched forwards from token ids or from embeddings, next-token
+//! log-probabilities at each sequence's last real position, and optional full logits and
+//! attention probabilities. Gradients with respect to the input embeddings flow through
+//! [`CausalLm::forward_embeds`] when the weights are dense (see [`Capabilities`]).
+//!
+//! Architectures live one per file; [`load`] builds one from a Hugging Face folder, a GGUF file
+//! or a hub id.
+
+pub mod bert;
+pub mod gemma3;
+pub mod gguf;
+pub mod gpt2;
+pub mod gpt_neox;
+pub mod gptj;
+pub mod llama;
+pub mod load;
+pub mod nn;
+pub mod opt;
+pub mod weights;
+
+use candle_core::{Device, IndexOp, Tensor};
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+pub use load::{
+    load_causal, load_masked, LoadOptions, LoadedMaskedModel, LoadedModel, ModelSource,
+};
+
+/// The `architectures` names (config.json) and GGUF `general.architecture` values we load.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "GPT2LMHeadModel",
+    "OPTForCausalLM",
+    "GPTJForCausalLM",
+    "GPTNeoXForCausalLM",
+    "BertForMaskedLM",
+    "RobertaForMaskedLM",
+    "gguf:llama",
+    "gguf:gemma3",
+];
+
+/// What a loaded model can do beyond forward passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Gradients with respect to the input embeddings (false when weights are quantized).
+    pub gradients: bool,
+    /// Per-layer attention probabilities.
+    pub attentions: bool,
+}
+
+/// Sizes and identity of a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// Architecture name, e.g. `LlamaForCausalLM`.
+    pub architecture: String,
+    pub n_layers: usize,
+    pub hidden_size: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    /// Rows of the embedding / output head.
+    pub vocab_size: usize,
+    /// The longest context the model accepts.
+    pub max_positions: usize,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    /// `f32`, or a description of the quantized formats in use.
+    pub weights: String,
+    pub capabilities: Capabilities,
+}
+
+/// What a forward pass should return besides last-position log-probabilities.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outputs {
+    /// Logits at every position, `[batch, len, vocab]`.
+    pub logits: bool,
+    /// Attention probabilities per layer, `[batch, heads, len, len]`.
+    pub attentions: bool,
+}
+
+/// What a causal forward returns.
+pub struct LmOutput {
+    /// `[batch, vocab]`: log-softmax of the logits at each sequence's last real position.
+    pub last_log_probs: Tensor,
+    /// `[batch, len, vocab]` when requested (padded positions hold garbage).
+    pub logits: Option<Tensor>,
+    /// Per layer, `[batch, heads, len, len]`, when requested.
+    pub attentions: Option<Vec<Tensor>>,
+}
+
+/// The body's output: final (normalized) hidden states and optional attentions.
+pub struct Hidden {
+    /// `[batch, len, hidden]`
+    pub states: Tensor,
+    pub attentions: Option<Vec<Tensor>>,
+}
+
+/// A decoder-only language model.
+pub trait CausalLm: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+
+    /// The input embeddings of `ids: [batch, len]` (u32): what transformers'
+    /// `get_input_embeddings()(ids)` returns and what `inputs_embeds` expects.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor>;
+
+    /// The transformer body on `embeds: [batch, len, hidden]`, right-padded, with each row's
+    /// real length. Returns the final normalized hidden states.
+    fn forward_hidden(
+        &self,
+        embeds: &Tensor,
+        lengths: &[usize],
+        attentions: bool,
+    ) -> Result<Hidden>;
+
+    /// The output head on hidden states `[.., hidden]` → logits `[.., vocab]`.
+    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    fn device(&self) -> &Device;
+
+    fn capabilities(&self) -> Capabilities {
+        self.info().capabilities
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.info().vocab_size
+    }
+
+    /// Forward from embeddings. The head runs only at the last real positions unless full
+    /// logits are requested.
+    fn forward_embeds(
+        &self,
+        embeds: &Tensor,
+        lengths: &[usize],
+        want: Outputs,
+    ) -> Result<LmOutput> {
+        let (b, t, _) = embeds.dims3()?;
+        if lengths.len() != b || lengths.iter().any(|&l| l == 0 || l > t) {
+            return Err(Error::input(format!(
+                "lengths {lengths:?} do not fit a batch of {b} rows of {t} positions"
+            )));
+        }
+        check_len(self.info(), t)?;
+        let hidden = self.forward_hidden(embeds, lengths, want.attentions)?;
+        let (last_logits, logits) = if want.logits {
+            let logits = self.lm_head(&hidden.states)?;
+            (gather_last(&logits, lengths)?, Some(logits))
+        } else {
+            let last = gather_last(&hidden.states, lengths)?;
+            (self.lm_head(&last)?, None)
+        };
+        Ok(LmOutput {
+            last_log_probs: nn::log_softmax_last(&last_logits)?,
+            logits,
+            attentions: hidden.attentions,
+        })
+    }
+
+    /// Forward from token ids; sequences may differ in length (they are right-padded).
+    fn forward(&self, seqs: &[Vec<u32>], want: Outputs) -> Result<LmOutput> {
+        let (ids, lengths) = pad_batch(seqs, self.info(), self.device())?;
+        let embeds = self.embed(&ids)?;
+        self.forward_embeds(&embeds, &lengths, want)
+    }
+
+    /// Next-token log-probabilities `[batch, vocab]` after each sequence.
+    fn next_token_log_probs(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
+        Ok(self.forward(seqs, Outputs::default())?.last_log_probs)
+    }
+}
+
+/// Fails with a clear message when a sequence is longer than the model accepts.
+fn check_len(info: &ModelInfo, len: usize) -> Result<()> {
+    if len > info.max_positions {
+        return Err(Error::input(format!(
+            "the context has {len} tokens, more than the model's maximum of {}",
+            info.max_positions
+        )));
+    }
+    Ok(())
+}
+
+/// Right-pad `seqs` into a `[batch, max_len]` u32 tensor, checking ids and lengths.
+pub fn pad_batch(
+    seqs: &[Vec<u32>],
+    info: &ModelInfo,
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
+    if seqs.is_empty() {
+        return Err(Error::input("empty batch"));
+    }
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    if seqs.iter().any(Vec::is_empty) {
+        return Err(Error::input("cannot run the model on an empty sequence"));
+    }
+    check_len(info, t)?;
+    let pad = info.pad_token_id.unwrap_or(0);
+    let mut flat = Vec::with_capacity(seqs.len() * t);
+    for s in seqs {
+        if let Some(&bad) = s.iter().find(|&&id| id as usize >= info.vocab_size) {
+            return Err(Error::input(format!(
+                "token id {bad} is outside the model's vocabulary of {} ids",
+                info.vocab_size
+            )));
+        }
+        flat.extend_from_slice(s);
+        flat.extend(std::iter::repeat_n(pad, t - s.len()));
+    }
+    let ids = Tensor::from_vec(flat, (seqs.len(), t), device)?;
+    Ok((ids, seqs.iter().map(Vec::len).collect()))
+}
+
+/// Rows `x[i, lengths[i] - 1]` of `x: [batch, len, d]` → `[batch, d]`.
+pub fn gather_last(x: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+    let (_, t, _) = x.dims3()?;
+    if lengths.iter().all(|&l| l == t) {
+        return Ok(x.i((.., t - 1))?.contiguous()?);
+    }
+    let rows: Vec<Tensor> = lengths
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| x.i((i, l - 1)))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Tensor::stack(&rows, 0)?)
+}
+
+/// A bidirectional encoder with a masked-LM head (BERT, RoBERTa).
+pub trait MaskedLm: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+    fn device(&self) -> &Device;
+
+    /// Encoder output `[batch, len, hidden]` for right-padded `ids` with the rows' lengths.
+    fn encode(&self, ids: &Tensor, lengths: &[usize], attentions: bool) -> Result<Hidden>;
+
+    /// The MLM head on hidden states `[.., hidden]` → logits `[.., vocab]`.
+    fn mlm_head(&self, hidden: &Tensor) -> Result<Tensor>;
+
+    /// Logits at every position, `[batch, len, vocab]`, and attentions on request.
+    fn forward(
+        &self,
+        seqs: &[Vec<u32>],
+        attentions: bool,
+    ) -> Result<(Tensor, Option<Vec<Tensor>>)> {
+        let (ids, lengths) = pad_batch(seqs, self.info(), self.device())?;
+        let h = self.encode(&ids, &lengths, attentions)?;
+        Ok((self.mlm_head(&h.states)?, h.attentions))
+    }
+
+    /// Logits `[n, vocab]` at the given `(row, position)` pairs only.
+    fn logits_at(&self, seqs: &[Vec<u32>], at: &[(usize, usize)]) -> Result<Tensor> {
+        let (ids, lengths) = pad_batch(seqs, self.info(), self.device())?;
+        for &(r, p) in at {
+            if r >= seqs.len() || p >= seqs[r].len() {
+                return Err(Error::input(format!(
+                    "position ({r}, {p}) is outside the batch"
+                )));
+            }
+        }
+        let h = self.encode(&ids, &lengths, false)?.states;
+        let rows: Vec<Tensor> = at
+            .iter()
+            .map(|&(r, p)| h.i((r, p)))
+            .collect::<candle_core::Result<_>>()?;
+        self.mlm_head(&Tensor::stack(&rows, 0)?)
+    }
+}

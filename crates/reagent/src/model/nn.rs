@@ -1,0 +1,553 @@
+//! Building blocks shared by the model files: linear layers, norms, rotary embeddings, masks and
+//! the attention core.
+//!
+//! Every block has two paths. When the input tracks a gradient (`Tensor::track_op`), it uses
+//! composed candle ops, which all have a backward pass; otherwise it uses candle's fused kernels,
+//! which are faster but have none (STACK-NOTES pitfall 1: `softmax_last_dim`, `rms_norm` and
+//! `layer_norm` drop the gradient silently). The two paths agree to float rounding.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
+
+use crate::Result;
+
+/// Softmax over the last dimension.
+pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.track_op() {
+        candle_nn::ops::softmax(x, D::Minus1)
+    } else {
+        candle_nn::ops::softmax_last_dim(x)
+    }
+}
+
+/// Log-softmax over the last dimension (composed; always differentiable).
+pub fn log_softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::log_softmax(x, D::Minus1)
+}
+
+/// The activations used by the supported architectures, named as in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `silu` / `swish`
+    Silu,
+    /// exact GELU (`gelu`)
+    GeluErf,
+    /// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`)
+    GeluTanh,
+    /// `relu`
+    Relu,
+}
+
+impl Activation {
+    /// Parse a transformers `hidden_act` / `activation_function` name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        Ok(match name {
+            "silu" | "swish" => Activation::Silu,
+            "gelu" => Activation::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_python_tanh" => {
+                Activation::GeluTanh
+            }
+            "relu" => Activation::Relu,
+            other => {
+                return Err(crate::Error::Unsupported(format!(
+                    "activation function `{other}` is not supported"
+                )))
+            }
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Silu => x.silu(),
+            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
+/// `x @ w^T` for a frozen dense weight `w` of shape `[out, in]`.
+///
+/// A custom op so that the backward pass computes the gradient of `x` only: candle's own matmul
+/// backward always computes the weight gradient too (STACK-NOTES pitfall 3), a third of the
+/// backward cost spent on a gradient nobody reads.
+#[derive(Clone)]
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = l.shape().dims2()?;
+        let x = match l.contiguous_offsets() {
+            Some((a, b)) => &s.as_slice::<f32>()?[a..b],
+            None => candle_core::bail!("frozen-matmul: input must be contiguous"),
+        };
+        let (ws, wl) = self.w.storage_and_layout();
+        let (n, k2) = wl.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen-matmul: shape mismatch x [{m}, {k}] w [{n}, {k2}]");
+        }
+        let w = match (&*ws, wl.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(c), Some((a, b))) => &c.as_slice::<f32>()?[a..b],
+            _ => candle_core::bail!("frozen-matmul: weight must be a contiguous cpu tensor"),
+        };
+        let mut out = vec![0f32; m * n];
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: all three buffers are live for the call and their sizes match the strides:
+        // dst [m, n] row-major, lhs [m, k] row-major, rhs = w^T read from w [n, k] row-major.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// The weight of a linear layer: dense f32, or quantized (GGUF, forward only).
+#[derive(Clone)]
+pub enum Weight {
+    Dense(Tensor),
+    Quantized(Arc<QMatMul>),
+}
+
+/// A linear layer `y = x W^T + b` with `W: [out, in]`.
+#[derive(Clone)]
+pub struct Linear {
+    weight: Weight,
+    bias: Option<Tensor>,
+    out_dim: usize,
+}
+
+impl Linear {
+    pub fn new(weight: Weight, bias: Option<Tensor>, out_dim: usize) -> Self {
+        Linear {
+            weight,
+            bias,
+            out_dim,
+        }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.weight, Weight::Quantized(_))
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims();
+        let (lead, k) = dims.split_at(dims.len() - 1);
+        let m: usize = lead.iter().product();
+        let x2 = x.reshape((m, k[0]))?;
+        let y = match &self.weight {
+            Weight::Dense(w) => {
+                let x2 = x2.contiguous()?;
+                if x.device().is_cpu() && x.dtype() == DType::F32 {
+                    x2.apply_op1(FrozenMatmul { w: w.clone() })?
+                } else {
+                    x2.matmul(&w.t()?)?
+                }
+            }
+            Weight::Quantized(q) => q.forward(&x2)?,
+        };
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.out_dim);
+        y.reshape(out_dims)
+    }
+}
+
+/// RMSNorm, `x / sqrt(mean(x^2) + eps) * w`. For Gemma's `(1 + w)` convention the loader passes
+/// `1 + w` as the weight.
+#[derive(Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(weight: Tensor, eps: f64) -> Self {
+        RmsNorm { weight, eps }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.track_op() {
+            let hidden = x.dim(D::Minus1)? as f64;
+            let ms = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
+            x.broadcast_div(&(ms + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight)
+        } else {
+            candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps as f32)
+        }
+    }
+}
+
+/// LayerNorm with weight and bias.
+#[derive(Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(weight: Tensor, bias: Tensor, eps: f64) -> Self {
+        LayerNorm { weight, bias, eps }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.track_op() {
+            let hidden = x.dim(D::Minus1)? as f64;
+            let mean = (x.sum_keepdim(D::Minus1)? / hidden)?;
+            let xc = x.broadcast_sub(&mean)?;
+            let var = (xc.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
+            xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+        }
+    }
+}
+
+/// A token or position embedding table `[n, dim]`.
+#[derive(Clone)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    pub fn new(table: Tensor) -> Self {
+        Embedding { table }
+    }
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+    /// `ids: [..]` (u32) → `[.., dim]`.
+    pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.table.dim(1)?);
+        self.table
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape(dims)
+    }
+}
+
+impl Module for Embedding {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        Embedding::forward(self, xs)
+    }
+}
+
+/// How inverse frequencies of a rotary embedding are scaled (`rope_scaling` /
+/// `rope_parameters` in `config.json`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Divide all frequencies by `factor`.
+    Linear {
+        factor: f64,
+    },
+    /// Llama 3.1's piecewise scaling.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    /// Parse a transformers `rope_scaling` / `rope_parameters` object (`null` → none).
+    pub fn from_json(v: Option<&serde_json::Value>) -> Result<Self> {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(RopeScaling::None);
+        };
+        let kind = v
+            .get("rope_type")
+            .or_else(|| v.get("type"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("default");
+        let num = |k: &str| -> Result<f64> {
+            v.get(k).and_then(|x| x.as_f64()).ok_or_else(|| {
+                crate::Error::missing(format!("rope scaling key `{k}`"), "config.json")
+            })
+        };
+        Ok(match kind {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear {
+                factor: num("factor")?,
+            },
+            "llama3" => RopeScaling::Llama3 {
+                factor: num("factor")?,
+                low_freq_factor: num("low_freq_factor")?,
+                high_freq_factor: num("high_freq_factor")?,
+                original_max_position_embeddings: num("original_max_position_embeddings")?,
+            },
+            other => return Err(crate::Error::Unsupported(format!(
+                "rope scaling type `{other}` is not supported (supported: default, linear, llama3)"
+            ))),
+        })
+    }
+
+    fn apply(&self, inv_freq: &mut [f32]) {
+        match *self {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => {
+                for f in inv_freq.iter_mut() {
+                    *f /= factor as f32;
+                }
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                // transformers `_compute_llama3_parameters`, in float32 as there.
+                let (factor, lo, hi, old) = (
+                    factor as f32,
+                    low_freq_factor as f32,
+                    high_freq_factor as f32,
+                    old as f32,
+                );
+                let low_wavelen = old / lo;
+                let high_wavelen = old / hi;
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    let scaled = if wavelen > low_wavelen {
+                        *f / factor
+                    } else {
+                        *f
+                    };
+                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    *f = if medium {
+                        let smooth = (old / wavelen - lo) / (hi - lo);
+                        (1.0 - smooth) * scaled / factor + smooth * scaled
+                    } else {
+                        scaled
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Rotary position embedding over the first `rot_dim` channels of each head.
+///
+/// `interleaved` rotates adjacent channel pairs (GPT-J, and llama.cpp's layout for GGUF Llama
+/// weights); otherwise the two halves are rotated (`rotate_half`, the transformers Llama layout).
+#[derive(Clone)]
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+    rot_dim: usize,
+    interleaved: bool,
+}
+
+impl Rotary {
+    /// Tables for `max_pos` positions, computed in f32 the way transformers computes them.
+    pub fn new(
+        rot_dim: usize,
+        base: f64,
+        scaling: &RopeScaling,
+        max_pos: usize,
+        interleaved: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let half = rot_dim / 2;
+        let mut inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / rot_dim as f32))
+            .collect();
+        scaling.apply(&mut inv_freq);
+        let mut cos = Vec::with_capacity(max_pos * half);
+        let mut sin = Vec::with_capacity(max_pos * half);
+        for p in 0..max_pos {
+            for f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(Rotary {
+            cos: Tensor::from_vec(cos, (max_pos, half), device)?,
+            sin: Tensor::from_vec(sin, (max_pos, half), device)?,
+            rot_dim,
+            interleaved,
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotate `x: [b, heads, t, head_dim]` for positions `0..t`.
+    pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, _, t, d) = x.dims4()?;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let (rot, pass) = if self.rot_dim < d {
+            (
+                x.narrow(D::Minus1, 0, self.rot_dim)?,
+                Some(x.narrow(D::Minus1, self.rot_dim, d - self.rot_dim)?),
+            )
+        } else {
+            (x.clone(), None)
+        };
+        let rotated = match (self.interleaved, x.track_op()) {
+            (true, true) => candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?,
+            (true, false) => candle_nn::rotary_emb::rope_i(&rot.contiguous()?, &cos, &sin)?,
+            (false, true) => candle_nn::rotary_emb::rope_slow(&rot, &cos, &sin)?,
+            (false, false) => candle_nn::rotary_emb::rope(&rot.contiguous()?, &cos, &sin)?,
+        };
+        match pass {
+            Some(p) => Tensor::cat(&[&rotated, &p], D::Minus1),
+            None => Ok(rotated),
+        }
+    }
+}
+
+/// Additive attention masks for a right-padded batch.
+///
+/// Sequences are right-padded, so position ids are simply `0..len` and padding never sits
+/// before a real token: in a causal model a real query cannot see a pad key. The pad keys are
+/// still masked so that bidirectional encoders (BERT) ignore them too.
+pub struct Masks {
+    lengths: Vec<usize>,
+    t: usize,
+    device: Device,
+}
+
+/// The value transformers' eager attention adds at masked positions.
+const MASKED: f32 = f32::MIN;
+
+impl Masks {
+    pub fn new(lengths: &[usize], t: usize, device: &Device) -> Self {
+        Masks {
+            lengths: lengths.to_vec(),
+            t,
+            device: device.clone(),
+        }
+    }
+
+    pub fn lengths(&self) -> &[usize] {
+        &self.lengths
+    }
+
+    /// `[b, 1, t, t]`: query `i` sees key `j` when `j` is a real token, and, if `causal`,
+    /// `j <= i`, and, with a sliding `window`, `i - j < window`.
+    pub fn build(&self, causal: bool, window: Option<usize>) -> candle_core::Result<Tensor> {
+        let t = self.t;
+        let b = self.lengths.len();
+        let mut m = vec![0f32; b * t * t];
+        for (bi, &len) in self.lengths.iter().enumerate() {
+            for i in 0..t {
+                let row = &mut m[(bi * t + i) * t..(bi * t + i + 1) * t];
+                for (j, v) in row.iter_mut().enumerate() {
+                    let visible =
+                        j < len && (!causal || j <= i) && window.is_none_or(|w| i < j + w);
+                    if !visible {
+                        *v = MASKED;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(m, (b, 1, t, t), &self.device)
+    }
+}
+
+/// Scaled dot-product attention over `q: [b, h, t, d]`, `k, v: [b, kv_h, t, d]` (grouped-query
+/// attention repeats the kv heads). Returns `[b, t, h * d]` and, on request, the attention
+/// probabilities `[b, h, t, t]`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    want_probs: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    attention_softcapped(q, k, v, mask, scale, None, want_probs)
+}
+
+/// [`attention`] with optional soft-capping of the scores, `cap * tanh(s / cap)` (Gemma 2).
+pub fn attention_softcapped(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    softcap: Option<f64>,
+    want_probs: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    let (b, h, t, _) = q.dims4()?;
+    let kv_h = k.dim(1)?;
+    let (k, v) = if kv_h != h {
+        let rep = h / kv_h;
+        let expand = |x: &Tensor| -> candle_core::Result<Tensor> {
+            let dv = x.dim(3)?;
+            x.unsqueeze(2)?
+                .broadcast_as((b, kv_h, rep, t, dv))?
+                .reshape((b, h, t, dv))
+        };
+        (expand(k)?, expand(v)?)
+    } else {
+        (k.clone(), v.clone())
+    };
+    let mut scores = (q.contiguous()? * scale)?.matmul(&k.contiguous()?.t()?)?;
+    if let Some(cap) = softcap {
+        scores = ((scores / cap)?.tanh()? * cap)?;
+    }
+    let scores = scores.broadcast_add(mask)?;
+    let probs = softmax_last(&scores)?;
+    let out = probs.matmul(&v.contiguous()?)?; // [b, h, t, dv]
+    let dv = out.dim(3)?;
+    let out = out.transpose(1, 2)?.reshape((b, t, h * dv))?;
+    Ok((out, want_probs.then_some(probs)))
+}
+
+/// `[b, t, heads * d]` → `[b, heads, t, d]`.
+pub fn split_heads(x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
+    let (b, t, hd) = x.dims3()?;
+    x.reshape((b, t, heads, hd / heads))?.transpose(1, 2)
+}
