@@ -12,6 +12,7 @@
 //! [candle]: https://github.com/huggingface/candle
 
 pub mod error;
+pub mod method;
 pub mod model;
 pub mod tokenizer;
 

@@ -324,9 +324,11 @@ impl RopeScaling {
                 high_freq_factor: num("high_freq_factor")?,
                 original_max_position_embeddings: num("original_max_position_embeddings")?,
             },
-            other => return Err(crate::Error::Unsupported(format!(
+            other => {
+                return Err(crate::Error::Unsupported(format!(
                 "rope scaling type `{other}` is not supported (supported: default, linear, llama3)"
-            ))),
+            )))
+            }
         })
     }
 

@@ -1,0 +1,150 @@
+//! Attribution methods behind one trait.
+//!
+//! A method scores every context token for one target token ([`Attributor::attribute`]). It
+//! declares what it needs from the model ([`Requirements`], as inseq's `use_*` flags and
+//! Captum's `SUPPORTED_METHODS`); [`check_requirements`] compares that with the model's
+//! [`Capabilities`](crate::Capabilities) before any forward pass, so a mismatch fails in one
+//! clear line.
+
+pub mod reagent;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::CausalLm;
+use crate::{Error, Result};
+
+/// The attribution methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    /// ReAGent (Zhao & Shan 2024): recursive perturbation, no gradients.
+    Reagent,
+}
+
+impl MethodKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodKind::Reagent => "reagent",
+        }
+    }
+}
+
+/// What a method needs from the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Requirements {
+    pub gradients: bool,
+    pub attentions: bool,
+}
+
+/// Fail with one line when the model cannot serve the method.
+pub fn check_requirements(kind: MethodKind, req: Requirements, model: &dyn CausalLm) -> Result<()> {
+    let caps = model.capabilities();
+    if req.gradients && !caps.gradients {
+        return Err(Error::Unsupported(format!(
+            "{} needs gradients, but this model runs quantized weights, which have no backward pass; \
+             load it dequantized (drop --quantized)",
+            kind.name()
+        )));
+    }
+    if req.attentions && !caps.attentions {
+        return Err(Error::Unsupported(format!(
+            "{} needs attention probabilities, which this model does not expose",
+            kind.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The scores of one target token over its context, with method-specific diagnostics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetScores {
+    /// One score per context token.
+    pub scores: Vec<f32>,
+    /// ReAGent: steps taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// ReAGent: probes whose stopping test held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converged_probes: Option<usize>,
+    /// ReAGent: probes run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probes: Option<usize>,
+    /// Integrated gradients: completeness error `|sum(attr) - (f(x) - f(baseline))|`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convergence_delta: Option<f32>,
+}
+
+impl TargetScores {
+    pub fn plain(scores: Vec<f32>) -> Self {
+        TargetScores {
+            scores,
+            steps: None,
+            converged_probes: None,
+            probes: None,
+            convergence_delta: None,
+        }
+    }
+}
+
+/// Where long-running methods report progress. The CLI draws a progress bar; the library
+/// draws nothing.
+pub trait Progress: Sync {
+    /// ReAGent finished `step` of at most `max_steps`; `converged` of `probes` have stopped.
+    fn step(&self, _step: usize, _max_steps: usize, _converged: usize, _probes: usize) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a perturbation method sees of the model: next-token log-probabilities for a batch of
+/// contexts (Captum's `forward_func`). A model served elsewhere can implement this.
+pub trait NextTokenFn: Sync {
+    fn vocab_size(&self) -> usize;
+    /// `[batch][vocab]` log-probabilities of the token after each context.
+    fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// A causal LM as a [`NextTokenFn`], running at most [`LmTarget::MAX_ROWS`] contexts per forward.
+pub struct LmTarget<'a>(pub &'a dyn CausalLm);
+
+impl LmTarget<'_> {
+    pub const MAX_ROWS: usize = 64;
+}
+
+impl NextTokenFn for LmTarget<'_> {
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+
+    fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(contexts.len());
+        for chunk in contexts.chunks(Self::MAX_ROWS) {
+            out.extend(self.0.next_token_log_probs(chunk)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// An attribution method.
+pub trait Attributor: Send + Sync {
+    fn kind(&self) -> MethodKind;
+
+    fn requirements(&self) -> Requirements {
+        Requirements::default()
+    }
+
+    /// The full configuration, for provenance.
+    fn config(&self) -> serde_json::Value;
+
+    /// Score each token of `context` for the prediction of `target` right after it.
+    /// `index` numbers the targets of one job (0, 1, ...), so random streams differ per target.
+    fn attribute(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        target: u32,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Result<TargetScores>;
+}

@@ -1,0 +1,486 @@
+//! Where ReAGent's replacement tokens come from.
+//!
+//! Reference: `token_sampler.py` of the original code and of inseq. A sampler is always asked
+//! about the *original* context (never a perturbed one) and answers for the positions to
+//! replace; a replacement may equal the original token.
+//!
+//! - [`UniformSampler`]: any vocabulary id except special tokens (the original code's
+//!   `UniformTokenSampler`, which excluded only BOS/EOS/UNK).
+//! - [`PosSampler`]: a uniform draw among the tokens sharing the replaced token's POS tag, the
+//!   token itself included (inseq's `POSTagTokenSampler`, the paper's experiments).
+//! - [`CausalSampler`]: the attributed model's own greedy prediction from the original prefix
+//!   (the original code's `InferentialTokenSampler`); position 0 keeps its token.
+//! - [`MlmSampler`]: a masked LM's prediction for the masked positions (what the paper
+//!   describes; see its docs for how predictions map into the attributed vocabulary).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::IndexOp;
+use rand::Rng;
+use serde_json::json;
+
+use super::pos::PosTable;
+use super::Draw;
+use crate::model::{CausalLm, MaskedLm, Outputs};
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// Produces replacement tokens.
+pub trait Sampler: Send + Sync {
+    /// Name and settings, for provenance.
+    fn describe(&self) -> serde_json::Value;
+
+    /// For each probe `p`, a token for every position of `context` where `replace[p][i]`
+    /// (entries elsewhere are ignored). `draws[p]` carries that probe's random stream.
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>>;
+}
+
+/// Apply `f` at each replaced position, keeping the original elsewhere.
+fn per_position(
+    context: &[u32],
+    replace: &[Vec<bool>],
+    draws: &mut [Draw<'_>],
+    mut f: impl FnMut(u32, &mut Draw<'_>) -> u32,
+) -> Vec<Vec<u32>> {
+    replace
+        .iter()
+        .zip(draws.iter_mut())
+        .map(|(mask, draw)| {
+            context
+                .iter()
+                .zip(mask)
+                .map(|(&id, &r)| if r { f(id, draw) } else { id })
+                .collect()
+        })
+        .collect()
+}
+
+/// Uniform over the vocabulary, special tokens excluded.
+pub struct UniformSampler {
+    candidates: Vec<u32>,
+}
+
+impl UniformSampler {
+    /// Ids below both the model's and the tokenizer's vocabulary size (tokenizers may be
+    /// larger or smaller than the embedding matrix, inseq #306), minus special tokens.
+    pub fn new(tok: &Tokenizer, model_vocab: usize) -> Result<Self> {
+        let limit = model_vocab.min(tok.len()) as u32;
+        let special = tok.special_ids();
+        let candidates: Vec<u32> = (0..limit)
+            .filter(|id| special.binary_search(id).is_err())
+            .collect();
+        if candidates.is_empty() {
+            return Err(Error::input("the uniform sampler has no candidate tokens"));
+        }
+        Ok(UniformSampler { candidates })
+    }
+}
+
+impl Sampler for UniformSampler {
+    fn describe(&self) -> serde_json::Value {
+        json!({"kind": "uniform", "candidates": self.candidates.len()})
+    }
+
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>> {
+        let n = self.candidates.len();
+        Ok(per_position(context, replace, draws, |_, d| {
+            self.candidates[d.rng.random_range(0..n)]
+        }))
+    }
+}
+
+/// Uniform among the tokens with the same part-of-speech tag.
+pub struct PosSampler {
+    table: PosTable,
+    groups: Vec<Vec<u32>>,
+    limit: u32,
+}
+
+impl PosSampler {
+    /// Tokens at or past `model_vocab` are never drawn.
+    pub fn new(table: PosTable, model_vocab: usize) -> Result<Self> {
+        let limit = model_vocab.min(table.tag_of.len()) as u32;
+        let mut groups = vec![Vec::new(); table.tags.len()];
+        for id in 0..limit {
+            groups[table.group(id)].push(id);
+        }
+        if limit == 0 {
+            return Err(Error::input("the POS sampler needs a non-empty vocabulary"));
+        }
+        Ok(PosSampler {
+            table,
+            groups,
+            limit,
+        })
+    }
+
+    pub fn table(&self) -> &PosTable {
+        &self.table
+    }
+}
+
+impl Sampler for PosSampler {
+    fn describe(&self) -> serde_json::Value {
+        json!({"kind": "pos", "lexicon": "brill@3.1.0", "tags": self.table.tags.len(), "vocabulary": self.limit})
+    }
+
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>> {
+        Ok(per_position(context, replace, draws, |id, d| {
+            let g = &self.groups[self.table.group(id)];
+            if g.is_empty() {
+                id
+            } else {
+                g[d.rng.random_range(0..g.len())]
+            }
+        }))
+    }
+}
+
+/// The attributed model's own greedy next-token prediction from the original prefix.
+pub struct CausalSampler {
+    model: Arc<dyn CausalLm>,
+    cache: Mutex<Option<(Vec<u32>, Vec<u32>)>>,
+}
+
+impl CausalSampler {
+    pub fn new(model: Arc<dyn CausalLm>) -> Self {
+        CausalSampler {
+            model,
+            cache: Mutex::new(None),
+        }
+    }
+
+    /// `pred[i]` = argmax of the model's distribution after `context[..i]`; `pred[0] = context[0]`.
+    fn predictions(&self, context: &[u32]) -> Result<Vec<u32>> {
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Error::input("sampler cache poisoned"))?;
+        if let Some((ctx, pred)) = cache.as_ref() {
+            if ctx == context {
+                return Ok(pred.clone());
+            }
+        }
+        let out = self.model.forward(
+            &[context.to_vec()],
+            Outputs {
+                logits: true,
+                attentions: false,
+            },
+        )?;
+        let logits = out.logits.expect("requested").i(0)?;
+        let argmax: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
+        let mut pred = Vec::with_capacity(context.len());
+        pred.push(context[0]);
+        pred.extend_from_slice(&argmax[..context.len() - 1]);
+        *cache = Some((context.to_vec(), pred.clone()));
+        Ok(pred)
+    }
+}
+
+impl Sampler for CausalSampler {
+    fn describe(&self) -> serde_json::Value {
+        json!({"kind": "causal", "rule": "argmax of the attributed model given the original prefix"})
+    }
+
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        _draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>> {
+        let pred = self.predictions(context)?;
+        Ok(replace
+            .iter()
+            .map(|mask| {
+                context
+                    .iter()
+                    .zip(mask)
+                    .zip(&pred)
+                    .map(|((&id, &r), &p)| if r { p } else { id })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// How the MLM sampler picks a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MlmPick {
+    /// The most likely token.
+    Argmax,
+    /// A draw from the MLM's distribution (temperature 1).
+    Sample,
+}
+
+/// A masked LM's predictions (RoBERTa, BERT, ...), as the paper describes.
+///
+/// For each probe, the positions to replace are masked together and the MLM predicts each one;
+/// special tokens are never predicted. The prediction then enters the attributed model's
+/// vocabulary in one of two ways:
+///
+/// - **Shared vocabulary** (e.g. GPT-2 and RoBERTa: the same byte-level BPE strings; at least
+///   99% of each side's token strings exist on the other): tokens map one to one through their
+///   strings, and the MLM only ranks tokens that have a counterpart.
+/// - **Otherwise, through text**: the context is decoded token by token; each replaced token's
+///   text becomes the MLM's mask token (keeping its leading whitespace); the MLM's prediction is
+///   decoded, trimmed, given the replaced token's leading space, and encoded with the attributed
+///   tokenizer. One attributed token replaces one attributed token: when the predicted word
+///   spans several attributed tokens, the first is used; when it encodes to nothing, the
+///   original token is kept.
+pub struct MlmSampler {
+    mlm: Arc<dyn MaskedLm>,
+    mlm_tok: Tokenizer,
+    tok: Tokenizer,
+    pick: MlmPick,
+    mask_id: u32,
+    mask_text: String,
+    /// Shared vocabulary: MLM id → attributed id, and back.
+    shared: Option<(Vec<Option<u32>>, HashMap<u32, u32>)>,
+    banned: Vec<bool>,
+}
+
+impl MlmSampler {
+    pub fn new(
+        mlm: Arc<dyn MaskedLm>,
+        mlm_tok: Tokenizer,
+        tok: Tokenizer,
+        pick: MlmPick,
+    ) -> Result<Self> {
+        let mask_text = ["<mask>", "[MASK]"]
+            .into_iter()
+            .find(|m| mlm_tok.token_to_id(m).is_some())
+            .ok_or_else(|| {
+                Error::input("the MLM's tokenizer has no mask token (<mask> or [MASK])")
+            })?
+            .to_string();
+        let mask_id = mlm_tok.token_to_id(&mask_text).expect("checked");
+        let vocab = mlm.info().vocab_size;
+        let mut banned = vec![false; vocab];
+        for &s in mlm_tok.special_ids() {
+            if let Some(b) = banned.get_mut(s as usize) {
+                *b = true;
+            }
+        }
+        // Shared vocabulary: token strings that exist on both sides.
+        let mlm_len = vocab.min(mlm_tok.len());
+        let to_attr: Vec<Option<u32>> = (0..vocab as u32)
+            .map(|id| {
+                if (id as usize) < mlm_len && !banned[id as usize] {
+                    mlm_tok.id_to_token(id).and_then(|t| tok.token_to_id(&t))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mapped = to_attr.iter().filter(|x| x.is_some()).count();
+        let mlm_plain = banned.iter().take(mlm_len).filter(|b| !**b).count().max(1);
+        let attr_plain = tok.len().saturating_sub(tok.special_ids().len()).max(1);
+        let shared = (mapped as f64 >= 0.99 * mlm_plain as f64
+            && mapped as f64 >= 0.99 * attr_plain as f64)
+            .then(|| {
+                let back: HashMap<u32, u32> = to_attr
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(m, a)| a.map(|a| (a, m as u32)))
+                    .collect();
+                (to_attr, back)
+            });
+        Ok(MlmSampler {
+            mlm,
+            mlm_tok,
+            tok,
+            pick,
+            mask_id,
+            mask_text,
+            shared,
+            banned,
+        })
+    }
+
+    /// Whether predictions map through shared token strings (else through text).
+    pub fn shares_vocabulary(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Pick one MLM id from a logits row, among allowed ids.
+    fn choose(
+        &self,
+        row: &[f32],
+        allowed: impl Fn(usize) -> bool,
+        draw: &mut Draw<'_>,
+    ) -> Option<u32> {
+        let ok = |i: usize| !self.banned.get(i).copied().unwrap_or(true) && allowed(i);
+        match self.pick {
+            MlmPick::Argmax => row
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| ok(*i))
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i as u32),
+            MlmPick::Sample => {
+                let max = row
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| ok(*i))
+                    .map(|(_, &v)| v)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                if !max.is_finite() {
+                    return None;
+                }
+                let weights: Vec<f64> = row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| if ok(i) { ((v - max) as f64).exp() } else { 0.0 })
+                    .collect();
+                let total: f64 = weights.iter().sum();
+                let mut u = draw.rng.random::<f64>() * total;
+                for (i, w) in weights.iter().enumerate() {
+                    if *w > 0.0 {
+                        if u < *w {
+                            return Some(i as u32);
+                        }
+                        u -= w;
+                    }
+                }
+                weights.iter().rposition(|w| *w > 0.0).map(|i| i as u32)
+            }
+        }
+    }
+
+    /// The MLM input for one probe and the context positions its masks stand for.
+    fn build_input(&self, context: &[u32], mask: &[bool]) -> Result<(Vec<u32>, Vec<usize>)> {
+        let positions: Vec<usize> = (0..context.len()).filter(|&i| mask[i]).collect();
+        if let Some((_, back)) = &self.shared {
+            if let Some(mapped) = context
+                .iter()
+                .zip(mask)
+                .map(|(id, &m)| {
+                    if m {
+                        Some(self.mask_id)
+                    } else {
+                        back.get(id).copied()
+                    }
+                })
+                .collect::<Option<Vec<u32>>>()
+            {
+                let wrap = self.mlm_tok.encode("", true)?.ids;
+                let (pre, post) = match wrap.as_slice() {
+                    [a, b] => (vec![*a], vec![*b]),
+                    other => (other.to_vec(), vec![]),
+                };
+                let ids = [pre, mapped, post].concat();
+                return Ok((ids, positions));
+            }
+        }
+        let mut text = String::new();
+        for (&id, &m) in context.iter().zip(mask) {
+            let t = self.tok.token_text(id);
+            if m {
+                let lead: String = t.chars().take_while(|c| c.is_whitespace()).collect();
+                text.push_str(&lead);
+                text.push_str(&self.mask_text);
+            } else {
+                text.push_str(&t);
+            }
+        }
+        let ids = self.mlm_tok.encode(&text, true)?.ids;
+        Ok((ids, positions))
+    }
+}
+
+impl Sampler for MlmSampler {
+    fn describe(&self) -> serde_json::Value {
+        json!({
+            "kind": "mlm",
+            "mlm": self.mlm.info().architecture,
+            "pick": self.pick,
+            "mapping": if self.shared.is_some() { "shared vocabulary" } else { "text" },
+        })
+    }
+
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut out: Vec<Vec<u32>> = replace.iter().map(|_| context.to_vec()).collect();
+        let mut inputs = Vec::new();
+        let mut where_: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (p, mask) in replace.iter().enumerate() {
+            if !mask.iter().any(|&m| m) {
+                continue;
+            }
+            let (ids, positions) = self.build_input(context, mask)?;
+            let max = self.mlm.info().max_positions;
+            if ids.len() > max {
+                return Err(Error::input(format!(
+                    "the context is {} tokens for the MLM sampler, more than its maximum of {max}",
+                    ids.len()
+                )));
+            }
+            inputs.push(ids);
+            where_.push((p, positions));
+        }
+        if inputs.is_empty() {
+            return Ok(out);
+        }
+        let mut at = Vec::new();
+        for (row, ids) in inputs.iter().enumerate() {
+            for (i, &id) in ids.iter().enumerate() {
+                if id == self.mask_id {
+                    at.push((row, i));
+                }
+            }
+        }
+        let logits: Vec<Vec<f32>> = self.mlm.logits_at(&inputs, &at)?.to_vec2()?;
+        let mut k = 0;
+        for (row, (p, positions)) in where_.iter().enumerate() {
+            let n_masks = at.iter().filter(|(r, _)| *r == row).count();
+            if n_masks != positions.len() {
+                return Err(Error::input(format!(
+                    "the MLM tokenizer split the masked context into {n_masks} masks for {} replaced tokens",
+                    positions.len()
+                )));
+            }
+            for &pos in positions {
+                let logit_row = &logits[k];
+                k += 1;
+                let draw = &mut draws[*p];
+                let new = match &self.shared {
+                    Some((to_attr, _)) => self
+                        .choose(logit_row, |i| to_attr[i].is_some(), draw)
+                        .and_then(|m| to_attr[m as usize]),
+                    None => self.choose(logit_row, |_| true, draw).and_then(|m| {
+                        let word = self.mlm_tok.token_text(m);
+                        let word = word.trim();
+                        let orig = self.tok.token_text(context[pos]);
+                        let lead: String = orig.chars().take_while(|c| c.is_whitespace()).collect();
+                        let ids = self.tok.encode(&format!("{lead}{word}"), false).ok()?.ids;
+                        ids.first().copied()
+                    }),
+                };
+                out[*p][pos] = new.unwrap_or(context[pos]);
+            }
+        }
+        Ok(out)
+    }
+}
