@@ -1,7 +1,9 @@
 //! Command-line arguments (clap derive). Raw arguments become built objects in each
 //! subcommand's `run`, in one place.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Explain what a generative language model's output depends on: for each generated (or given)
 /// token, score every context token by importance (ReAGent and the usual baselines).
@@ -22,6 +24,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print a model's architecture, sizes, vocabulary and capabilities.
     Inspect(InspectArgs),
+    /// Score every context token's importance for each target token (ReAGent).
+    Attribute(AttributeArgs),
 }
 
 /// Which model to load.
@@ -66,4 +70,138 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where ReAGent's replacement tokens come from.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerArg {
+    /// Tokens with the same part-of-speech tag (the paper's experiments; inseq's default).
+    Pos,
+    /// Any non-special token.
+    Uniform,
+    /// A masked LM's predictions (needs --mlm).
+    Mlm,
+    /// The attributed model's own greedy prediction from the prefix.
+    Causal,
+}
+
+/// How the MLM sampler picks its prediction.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MlmPickArg {
+    Argmax,
+    Sample,
+}
+
+/// ReAGent's objective.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectiveArg {
+    /// p(target | context) - p(target | perturbed): the reference's.
+    TargetProb,
+    /// Total variation between the next-token distributions.
+    TotalVariation,
+}
+
+/// Hyperparameter presets.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresetArg {
+    /// inseq's defaults: 16 probes, keep 5, top-3, r = 0.3, 3000 steps.
+    Inseq,
+    /// The paper's token-level setting: 5 probes, keep 8, top-3, r = 0.1, 5000 steps.
+    PaperToken,
+}
+
+/// Subword-to-word score aggregation.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WordsArg {
+    Sum,
+    Max,
+}
+
+/// ReAGent's hyperparameters (a preset, then any flag given overrides it).
+#[derive(Args, Debug, Clone)]
+pub struct ReagentArgs {
+    /// Start from these hyperparameters.
+    #[arg(long, value_enum, default_value = "inseq")]
+    pub preset: PresetArg,
+    /// Probes run in parallel [inseq: 16].
+    #[arg(long)]
+    pub probes: Option<usize>,
+    /// Step limit per probe [inseq: 3000].
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Positions the stopping test keeps; 0 uses --keep-ratio [inseq: 5].
+    #[arg(long)]
+    pub keep_top_n: Option<usize>,
+    /// Fraction of positions the stopping test keeps (with --keep-top-n 0).
+    #[arg(long)]
+    pub keep_ratio: Option<f64>,
+    /// Stop when the target is among this many most likely tokens [inseq: 3].
+    #[arg(long)]
+    pub stop_top_k: Option<usize>,
+    /// Probability of replacing each position in an update [inseq: 0.3].
+    #[arg(long)]
+    pub replacing_ratio: Option<f64>,
+    /// What a replacement's effect is measured by.
+    #[arg(long, value_enum, default_value = "target-prob")]
+    pub objective: ObjectiveArg,
+    /// Random seed: the same seed gives the same output, whatever the thread count.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where replacement tokens come from.
+    #[arg(long, value_enum, default_value = "pos")]
+    pub sampler: SamplerArg,
+    /// The masked LM for --sampler mlm (a Hugging Face folder or hub id, e.g. distilroberta-base).
+    #[arg(long)]
+    pub mlm: Option<String>,
+    /// How the MLM sampler picks its prediction.
+    #[arg(long, value_enum, default_value = "argmax")]
+    pub mlm_pick: MlmPickArg,
+}
+
+#[derive(Args, Debug)]
+pub struct AttributeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The prompt (context) to attribute.
+    #[arg(
+        long,
+        short = 'p',
+        required_unless_present = "input",
+        conflicts_with = "input"
+    )]
+    pub prompt: Option<String>,
+
+    /// A JSONL file of jobs, one per line: {"prompt": "...", "target": "..."} or
+    /// {"prompt": "...", "max_new_tokens": N}; lines without either use the flags.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+
+    /// Attribute this continuation of the prompt, token by token (forced decoding).
+    #[arg(long, short = 't', conflicts_with = "max_new_tokens")]
+    pub target: Option<String>,
+
+    /// Attribute the model's greedy continuation of this many tokens [default: 1].
+    #[arg(long, short = 'n')]
+    pub max_new_tokens: Option<usize>,
+
+    #[command(flatten)]
+    pub reagent: ReagentArgs,
+
+    /// Also write the results as JSON to this file ("-" for stdout): one object for --prompt,
+    /// one line per job for --input.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Show scores per word instead of per token (subword scores summed, or their maximum).
+    #[arg(long, value_enum)]
+    pub words: Option<WordsArg>,
+
+    /// No colours in the heatmap (also when NO_COLOR is set or stdout is not a terminal).
+    #[arg(long)]
+    pub no_color: bool,
+
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }

@@ -2,6 +2,7 @@
 
 mod args;
 mod cmd;
+mod render;
 
 use std::process::ExitCode;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         args::Command::Predict(a) => cmd::predict::run(a),
         args::Command::Inspect(a) => cmd::inspect::run(a),
+        args::Command::Attribute(a) => cmd::attribute::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

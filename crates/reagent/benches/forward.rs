@@ -24,7 +24,12 @@ fn main() -> reagent::Result<()> {
         eprintln!("SKIPPED: {path} missing; run scripts/fetch-models.sh");
         return Ok(());
     }
-    let m = load_causal(path, &LoadOptions::default())?;
+    let quantized = std::env::var_os("QUANTIZED").is_some();
+    let opts = LoadOptions {
+        quantized,
+        ..LoadOptions::default()
+    };
+    let m = load_causal(path, &opts)?;
     let vocab = m.model.vocab_size() as u32;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let batch: Vec<Vec<u32>> = (0..16)
@@ -41,7 +46,8 @@ fn main() -> reagent::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "reagent forward 16x48 (threads {}): median {:.1} ms, min {:.1} ms over {iters} runs",
+        "reagent forward 16x48 ({}, threads {}): median {:.1} ms, min {:.1} ms over {iters} runs",
+        m.model.info().weights,
         candle_core::utils::get_num_threads(),
         times[iters / 2],
         times[0]

@@ -11,14 +11,19 @@
 //!
 //! [candle]: https://github.com/huggingface/candle
 
+pub mod attribute;
 pub mod error;
 pub mod method;
 pub mod model;
+pub mod result;
 pub mod tokenizer;
 
+pub use attribute::{attribute, JobProgress, Plan, Targets};
 pub use error::{Error, Result};
+pub use method::{Attributor, MethodKind, NoProgress, Progress};
 pub use model::{
     load_causal, load_masked, Capabilities, CausalLm, LoadOptions, LoadedModel, MaskedLm,
     ModelInfo, ModelSource, Outputs,
 };
+pub use result::{AttributionResult, WordAggregation};
 pub use tokenizer::{Encoding, Tokenizer};

@@ -33,7 +33,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
             token: m.tokenizer.id_to_token(id).unwrap_or_default(),
         })
         .collect();
-    let source = format!("{:?}", m.source);
+    let source = m.source.to_string();
     if a.json {
         let out = Output {
             model: &m.id,

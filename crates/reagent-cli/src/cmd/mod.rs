@@ -1,5 +1,6 @@
 //! One file per subcommand.
 
+pub mod attribute;
 pub mod inspect;
 pub mod predict;
 

@@ -86,6 +86,16 @@ impl ModelSource {
     }
 }
 
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSource::HfDir(p) => write!(f, "Hugging Face folder {}", p.display()),
+            ModelSource::Gguf(p) => write!(f, "GGUF file {}", p.display()),
+            ModelSource::HubId(id) => write!(f, "hub id {id}"),
+        }
+    }
+}
+
 fn gguf_files_in(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {

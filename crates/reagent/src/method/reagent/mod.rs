@@ -45,8 +45,47 @@ pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
 use super::{Attributor, MethodKind, NextTokenFn, Progress, TargetScores};
-use crate::model::CausalLm;
+use crate::model::{CausalLm, LoadedMaskedModel, LoadedModel};
 use crate::{Error, Result};
+
+/// The samplers, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerKind {
+    Pos,
+    Uniform,
+    Mlm,
+    Causal,
+}
+
+/// Build a sampler for `model`. The MLM sampler needs `mlm`.
+pub fn build_sampler(
+    kind: SamplerKind,
+    model: &LoadedModel,
+    mlm: Option<&LoadedMaskedModel>,
+    pick: MlmPick,
+) -> Result<Arc<dyn Sampler>> {
+    let vocab = model.model.vocab_size();
+    Ok(match kind {
+        SamplerKind::Uniform => Arc::new(UniformSampler::new(&model.tokenizer, vocab)?),
+        SamplerKind::Pos => Arc::new(PosSampler::new(
+            pos::PosTable::cached(&model.tokenizer)?,
+            vocab,
+        )?),
+        SamplerKind::Causal => Arc::new(CausalSampler::new(model.model.clone())),
+        SamplerKind::Mlm => {
+            let mlm = mlm.ok_or_else(|| {
+                Error::input("the MLM sampler needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)")
+            })?;
+            Arc::new(MlmSampler::new(
+                mlm.model.clone(),
+                mlm.tokenizer.clone(),
+                model.tokenizer.clone(),
+                pick,
+            )?)
+        }
+    })
+}
 
 /// What a random draw is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

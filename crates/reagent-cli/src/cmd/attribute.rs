@@ -1,0 +1,266 @@
+//! `reagent attribute`: ReAGent scores for each target token over its context.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reagent::method::reagent::{
+    build_sampler, MlmPick, Objective, Reagent, ReagentConfig, SamplerKind,
+};
+use reagent::{attribute, JobProgress, LoadOptions, Plan, Progress, Targets, WordAggregation};
+
+use crate::args::{
+    AttributeArgs, MlmPickArg, ObjectiveArg, PresetArg, ReagentArgs, SamplerArg, WordsArg,
+};
+use crate::render::{Heatmap, Json};
+
+/// One prompt to attribute.
+struct Job {
+    prompt: String,
+    targets: Targets,
+}
+
+/// The ReAGent configuration: the preset, then the flags given.
+pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
+    let mut c = match a.preset {
+        PresetArg::Inseq => ReagentConfig::default(),
+        PresetArg::PaperToken => ReagentConfig::paper_token(),
+    };
+    if let Some(v) = a.probes {
+        c.probes = v;
+    }
+    if let Some(v) = a.max_steps {
+        c.max_steps = v;
+    }
+    if let Some(v) = a.keep_top_n {
+        c.keep_top_n = v;
+    }
+    if let Some(v) = a.keep_ratio {
+        c.keep_ratio = Some(v);
+    }
+    if let Some(v) = a.stop_top_k {
+        c.stop_top_k = v;
+    }
+    if let Some(v) = a.replacing_ratio {
+        c.replacing_ratio = v;
+    }
+    c.objective = match a.objective {
+        ObjectiveArg::TargetProb => Objective::TargetProb,
+        ObjectiveArg::TotalVariation => Objective::TotalVariation,
+    };
+    c.seed = a.seed;
+    c.validate()?;
+    Ok(c)
+}
+
+/// Build the ReAGent method for a loaded model.
+pub fn build_reagent(a: &ReagentArgs, model: &reagent::LoadedModel) -> Result<Reagent> {
+    let cfg = reagent_config(a)?;
+    let kind = match a.sampler {
+        SamplerArg::Pos => SamplerKind::Pos,
+        SamplerArg::Uniform => SamplerKind::Uniform,
+        SamplerArg::Mlm => SamplerKind::Mlm,
+        SamplerArg::Causal => SamplerKind::Causal,
+    };
+    let mlm = match &a.mlm {
+        Some(spec) => Some(
+            reagent::load_masked(spec, &LoadOptions::default())
+                .with_context(|| format!("cannot load the MLM `{spec}`"))?,
+        ),
+        None => None,
+    };
+    let pick = match a.mlm_pick {
+        MlmPickArg::Argmax => MlmPick::Argmax,
+        MlmPickArg::Sample => MlmPick::Sample,
+    };
+    let sampler = build_sampler(kind, model, mlm.as_ref(), pick)?;
+    Ok(Reagent::new(cfg, sampler)?)
+}
+
+fn default_targets(a: &AttributeArgs) -> Targets {
+    match (&a.target, a.max_new_tokens) {
+        (Some(t), _) => Targets::Text(t.clone()),
+        (None, n) => Targets::Generate(n.unwrap_or(1)),
+    }
+}
+
+fn read_jobs(path: &Path, a: &AttributeArgs) -> Result<Vec<Job>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut jobs = Vec::new();
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let line =
+            line.with_context(|| format!("{}: cannot read line {}", path.display(), i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not valid JSON", path.display(), i + 1))?;
+        let prompt = v["prompt"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"prompt\" string", path.display(), i + 1))?
+            .to_string();
+        let targets = match (
+            v.get("target").and_then(|t| t.as_str()),
+            v.get("max_new_tokens"),
+        ) {
+            (Some(t), _) => Targets::Text(t.to_string()),
+            (None, Some(n)) => Targets::Generate(n.as_u64().with_context(|| {
+                format!(
+                    "{}:{}: max_new_tokens must be a number",
+                    path.display(),
+                    i + 1
+                )
+            })? as usize),
+            (None, None) => default_targets(a),
+        };
+        jobs.push(Job { prompt, targets });
+    }
+    if jobs.is_empty() {
+        bail!("{}: no jobs in the file", path.display());
+    }
+    Ok(jobs)
+}
+
+/// The progress bar: target, step, converged probes.
+struct Bar {
+    pb: ProgressBar,
+    job: String,
+}
+
+impl Progress for Bar {
+    fn step(&self, step: usize, max_steps: usize, converged: usize, probes: usize) {
+        self.pb.set_length(max_steps as u64);
+        self.pb.set_position(step as u64);
+        self.pb
+            .set_message(format!("converged {converged}/{probes}"));
+    }
+}
+
+impl JobProgress for Bar {
+    fn target(&self, index: usize, total: usize, text: &str) {
+        self.pb.reset();
+        self.pb.set_prefix(format!(
+            "{}target {}/{} {:?}",
+            self.job,
+            index + 1,
+            total,
+            text
+        ));
+    }
+}
+
+pub fn run(a: AttributeArgs) -> Result<()> {
+    let jobs = match (&a.prompt, &a.input) {
+        (Some(p), _) => vec![Job {
+            prompt: p.clone(),
+            targets: default_targets(&a),
+        }],
+        (None, Some(path)) => read_jobs(path, &a)?,
+        (None, None) => bail!("give --prompt TEXT or --input FILE.jsonl"),
+    };
+    if let Some(Targets::Text(t)) = jobs.first().map(|j| &j.targets) {
+        if t.is_empty() {
+            bail!("the target text is empty");
+        }
+    }
+    if a.reagent.sampler != SamplerArg::Mlm && a.reagent.mlm.is_some() {
+        bail!("--mlm is only used with --sampler mlm");
+    }
+    if a.reagent.sampler == SamplerArg::Mlm && a.reagent.mlm.is_none() {
+        bail!("--sampler mlm needs --mlm SPEC: a masked LM such as a distilroberta-base folder or hub id");
+    }
+    reagent_config(&a.reagent)?;
+    for j in &jobs {
+        if j.prompt.trim().is_empty() {
+            bail!("the prompt is empty");
+        }
+    }
+
+    let model = super::load_model(&a.model)?;
+    let method = build_reagent(&a.reagent, &model)?;
+
+    let color =
+        !a.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
+    let heatmap = Heatmap {
+        color,
+        words: a.words.is_some(),
+        top: 5,
+    };
+    let pb = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:25}] step {pos}/{len} {msg} {elapsed_precise}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb
+    };
+    let mut json_out: Option<Box<dyn Write>> = match &a.json {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        ))),
+    };
+    let json = Json {
+        lines: a.input.is_some(),
+    };
+    let stdout = std::io::stdout();
+    let n_jobs = jobs.len();
+    let (mut n_targets, mut total_s) = (0usize, 0f64);
+    for (i, job) in jobs.into_iter().enumerate() {
+        let bar = Arc::new(Bar {
+            pb: pb.clone(),
+            job: if n_jobs > 1 {
+                format!("job {}/{} ", i + 1, n_jobs)
+            } else {
+                String::new()
+            },
+        });
+        let plan = Plan::new(&model, &job.prompt, &job.targets).with_context(|| {
+            if n_jobs > 1 {
+                format!("job {}", i + 1)
+            } else {
+                "cannot attribute".into()
+            }
+        })?;
+        let mut result = attribute(&model, &method, plan, bar.as_ref())?;
+        n_targets += result.targets.len();
+        total_s += result.wall_s;
+        if let Some(w) = a.words {
+            result.aggregate_words(match w {
+                WordsArg::Sum => WordAggregation::Sum,
+                WordsArg::Max => WordAggregation::Max,
+            });
+        }
+        pb.suspend(|| -> Result<()> {
+            if !matches!(&a.json, Some(p) if p.as_os_str() == "-") {
+                heatmap.render(&result, stdout.lock())?;
+            }
+            Ok(())
+        })?;
+        if let Some(w) = json_out.as_mut() {
+            json.render(&result, w)?;
+        }
+    }
+    pb.finish_and_clear();
+    if !a.quiet {
+        eprintln!(
+            "attributed {n_targets} target token{} in {:.1} s ({:.2} s per token)",
+            if n_targets == 1 { "" } else { "s" },
+            total_s,
+            total_s / n_targets.max(1) as f64
+        );
+    }
+    if let Some(mut w) = json_out {
+        w.flush()?;
+    }
+    Ok(())
+}

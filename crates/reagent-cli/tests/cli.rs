@@ -1,0 +1,405 @@
+//! The real `reagent` binary against the tiny fixture models (`fixtures/models/`).
+//!
+//! Outputs are compared exactly with `tests/golden/*.txt`; run with `UPDATE_GOLDEN=1` to rewrite
+//! them after an intended change (and review the diff). Bad input must fail with a one-line
+//! error and a non-zero exit, never a panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A tiny model's folder, relative to the repository root (the binary runs there, so outputs
+/// do not depend on where the repository is checked out).
+fn tiny(name: &str) -> String {
+    format!("fixtures/models/{name}")
+}
+
+fn reagent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reagent"))
+        .args(args)
+        .current_dir(root())
+        .env("RAYON_NUM_THREADS", "2")
+        .env("NO_COLOR", "1")
+        .env(
+            "REAGENT_CACHE",
+            std::env::temp_dir().join("reagent-cli-test-cache"),
+        )
+        .output()
+        .expect("run reagent")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Compare with (or, with UPDATE_GOLDEN=1, write) `tests/golden/<name>.txt`.
+fn golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+}
+
+fn ok(o: &Output) -> String {
+    assert!(o.status.success(), "reagent failed: {}", stderr(o));
+    stdout(o)
+}
+
+#[test]
+fn predict_lists_top_tokens() {
+    let m = tiny("llama_tied");
+    golden(
+        "predict",
+        &ok(&reagent(&[
+            "predict",
+            "-m",
+            &m,
+            "-k",
+            "3",
+            "The cat sat on the",
+        ])),
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&reagent(&[
+        "predict",
+        "-m",
+        &m,
+        "--json",
+        "The cat sat on the",
+    ])))
+    .unwrap();
+    let preds = json["predictions"].as_array().unwrap();
+    assert_eq!(preds.len(), 5);
+    let probs: Vec<f64> = preds.iter().map(|p| p["prob"].as_f64().unwrap()).collect();
+    assert!(
+        probs.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by probability"
+    );
+}
+
+#[test]
+fn inspect_describes_the_model() {
+    golden(
+        "inspect",
+        &ok(&reagent(&["inspect", "-m", &tiny("gpt_neox")])),
+    );
+}
+
+#[test]
+fn attribute_forced_target_heatmap() {
+    let out = ok(&reagent(&[
+        "attribute",
+        "-m",
+        &tiny("llama_tied"),
+        "-p",
+        "The cat sat on the",
+        "-t",
+        " mat.",
+        "--probes",
+        "4",
+        "--max-steps",
+        "40",
+        "--seed",
+        "7",
+    ]));
+    golden("attribute_forced", &out);
+}
+
+#[test]
+fn attribute_words_and_uniform_sampler() {
+    let out = ok(&reagent(&[
+        "attribute",
+        "-m",
+        &tiny("gpt2"),
+        "-p",
+        "Hello world, the cat",
+        "-n",
+        "2",
+        "--probes",
+        "3",
+        "--max-steps",
+        "30",
+        "--sampler",
+        "uniform",
+        "--words",
+        "sum",
+    ]));
+    golden("attribute_words_uniform", &out);
+}
+
+/// The JSON result: provenance, shapes, finite scores summing to one; same seed, same output,
+/// whatever the thread count.
+#[test]
+fn attribute_json_is_complete_and_reproducible() {
+    let dir = std::env::temp_dir().join(format!("reagent-cli-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |threads: &str, file: &str| {
+        let path = dir.join(file);
+        let o = Command::new(env!("CARGO_BIN_EXE_reagent"))
+            .args([
+                "attribute",
+                "-m",
+                &tiny("llama_tied"),
+                "-p",
+                "The cat sat on the mat",
+                "-n",
+                "3",
+                "--probes",
+                "4",
+                "--max-steps",
+                "60",
+                "--seed",
+                "3",
+                "-q",
+                "--json",
+            ])
+            .arg(&path)
+            .current_dir(root())
+            .env("RAYON_NUM_THREADS", threads)
+            .env("REAGENT_CACHE", dir.join("cache"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        // Timings differ between runs; everything else must not.
+        v["wall_s"] = 0.into();
+        for t in v["targets"].as_array_mut().unwrap() {
+            t["wall_s"] = 0.into();
+        }
+        v
+    };
+    let a = run("1", "a.json");
+    let b = run("2", "b.json");
+    assert_eq!(a, b, "different output with 1 and 2 threads");
+
+    assert_eq!(a["provenance"]["method"], "reagent");
+    assert_eq!(a["provenance"]["model"], "llama_tied");
+    assert_eq!(a["provenance"]["config"]["seed"], 3);
+    assert_eq!(a["provenance"]["config"]["probes"], 4);
+    assert_eq!(a["provenance"]["config"]["sampler"]["kind"], "pos");
+    assert_eq!(a["target_mode"], "generated");
+    let targets = a["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3);
+    let prompt_tokens = a["prompt_tokens"].as_u64().unwrap() as usize;
+    for (k, t) in targets.iter().enumerate() {
+        let scores = t["scores"].as_array().unwrap();
+        assert_eq!(t["position"].as_u64().unwrap() as usize, prompt_tokens + k);
+        assert_eq!(scores.len(), prompt_tokens + k);
+        let sum: f64 = scores.iter().map(|s| s.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "scores sum to {sum}");
+        assert!(t["steps"].as_u64().unwrap() >= 1);
+        assert!(t["converged_probes"].as_u64().unwrap() <= 4);
+        assert!(t["prob"].as_f64().unwrap() > 0.0);
+    }
+    let text = a["text"].as_str().unwrap();
+    for tok in a["tokens"].as_array().unwrap() {
+        let (s, e) = (
+            tok["start"].as_u64().unwrap() as usize,
+            tok["end"].as_u64().unwrap() as usize,
+        );
+        assert!(s <= e && e <= text.chars().count());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn attribute_reads_a_jsonl_input() {
+    let dir = std::env::temp_dir().join(format!("reagent-cli-jsonl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("jobs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"The cat sat on the\", \"target\": \" mat\"}\n\n{\"prompt\": \"Hello\", \"max_new_tokens\": 2}\n",
+    )
+    .unwrap();
+    let out = reagent(&[
+        "attribute",
+        "-m",
+        &tiny("gpt2"),
+        "--input",
+        input.to_str().unwrap(),
+        "--probes",
+        "2",
+        "--max-steps",
+        "10",
+        "-q",
+        "--json",
+        "-",
+    ]);
+    let text = ok(&out);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["target_mode"], "forced");
+    assert_eq!(lines[1]["target_mode"], "generated");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One line on stderr, starting with `error:`, non-zero exit, no panic.
+fn fails(args: &[&str], needle: &str) {
+    let o = reagent(args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{args:?}: expected one line, got {err:?}");
+    assert!(lines[0].starts_with("error: "), "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    let dir = std::env::temp_dir().join(format!("reagent-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let llama = tiny("llama_tied");
+    let gpt2 = tiny("gpt2");
+
+    // Model sources.
+    fails(
+        &["predict", "-m", "no/such/dir/model.gguf", "hi"],
+        "no such file",
+    );
+    let corrupt = dir.join("corrupt.gguf");
+    std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    fails(&["predict", "-m", corrupt.to_str().unwrap(), "hi"], "GGUF");
+    let unknown = dir.join("unknown");
+    std::fs::create_dir_all(&unknown).unwrap();
+    std::fs::write(
+        unknown.join("config.json"),
+        r#"{"architectures": ["FooForCausalLM"]}"#,
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("fixtures/models/gpt2/tokenizer.json"),
+        unknown.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("fixtures/models/gpt2/model.safetensors"),
+        unknown.join("model.safetensors"),
+    )
+    .unwrap();
+    fails(
+        &["predict", "-m", unknown.to_str().unwrap(), "hi"],
+        "unsupported architecture `FooForCausalLM`",
+    );
+    let no_weights = dir.join("noweights");
+    std::fs::create_dir_all(&no_weights).unwrap();
+    std::fs::copy(
+        root().join("fixtures/models/gpt2/config.json"),
+        no_weights.join("config.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("fixtures/models/gpt2/tokenizer.json"),
+        no_weights.join("tokenizer.json"),
+    )
+    .unwrap();
+    fails(
+        &["predict", "-m", no_weights.to_str().unwrap(), "hi"],
+        "model.safetensors",
+    );
+
+    // Text and options.
+    fails(&["predict", "-m", &llama, ""], "empty");
+    fails(&["predict", "-m", &llama, "-k", "0", "hi"], "--top-k");
+    fails(&["predict", "-m", &llama, "-k", "100000", "hi"], "--top-k");
+    let long = "the cat sat on the mat ".repeat(40);
+    fails(&["predict", "-m", &gpt2, &long], "maximum");
+    fails(&["attribute", "-m", &llama, "-p", "   "], "prompt is empty");
+    fails(
+        &["attribute", "-m", &llama, "-p", "The ca", "-t", "t"],
+        "boundary",
+    );
+    fails(
+        &["attribute", "-m", &gpt2, "-p", &long, "-t", " x"],
+        "maximum",
+    );
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            "hi",
+            "--replacing-ratio",
+            "1.5",
+        ],
+        "--replacing-ratio",
+    );
+    fails(
+        &["attribute", "-m", &llama, "-p", "hi", "--probes", "0"],
+        "--probes",
+    );
+    fails(
+        &["attribute", "-m", &llama, "-p", "hi", "--sampler", "mlm"],
+        "--mlm",
+    );
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            "hi",
+            "--sampler",
+            "mlm",
+            "--mlm",
+            &gpt2,
+        ],
+        "not a masked LM",
+    );
+    fails(&["attribute", "-m", &tiny("bert"), "-p", "hi"], "masked LM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The MLM sampler on tiny BERT/RoBERTa fixtures: text mapping and shared-vocabulary mapping.
+#[test]
+fn attribute_with_mlm_sampler() {
+    for mlm in ["bert", "roberta"] {
+        let out = ok(&reagent(&[
+            "attribute",
+            "-m",
+            &tiny("gpt2"),
+            "-p",
+            "The cat sat on the",
+            "-t",
+            " mat",
+            "--probes",
+            "3",
+            "--max-steps",
+            "20",
+            "--sampler",
+            "mlm",
+            "--mlm",
+            &tiny(mlm),
+            "--json",
+            "-",
+            "-q",
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["provenance"]["config"]["sampler"]["kind"], "mlm");
+        let scores = v["targets"][0]["scores"].as_array().unwrap();
+        assert!(scores.iter().all(|s| s.as_f64().unwrap().is_finite()));
+    }
+}

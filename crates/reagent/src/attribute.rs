@@ -1,0 +1,205 @@
+//! The attribution pipeline: tokenize a prompt, fix the targets (given text, or greedy
+//! generation), run a method on each target with the tokens before it as context, and collect
+//! an [`AttributionResult`].
+//!
+//! Each target token is attributed over the prompt and the target tokens before it, as inseq
+//! does for decoder-only models (forced decoding when the target text is given).
+
+use std::time::Instant;
+
+use crate::method::{check_requirements, Attributor, Progress};
+use crate::model::LoadedModel;
+use crate::result::{AttributionResult, Provenance, TargetAttribution, Token};
+use crate::{Error, Result};
+
+/// What to attribute after the prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Targets {
+    /// Forced decoding of this text (it must start at a token boundary).
+    Text(String),
+    /// The model's greedy continuation of at most this many tokens (stops at EOS).
+    Generate(usize),
+}
+
+/// Progress of a whole job: which target is being attributed, then the method's steps.
+pub trait JobProgress: Progress {
+    /// Target `index` of `total` (its text) starts.
+    fn target(&self, _index: usize, _total: usize, _text: &str) {}
+}
+
+impl JobProgress for crate::method::NoProgress {}
+
+/// Tokenized prompt and targets, ready to attribute.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub text: String,
+    pub tokens: Vec<Token>,
+    pub prompt_tokens: usize,
+    pub mode: &'static str,
+}
+
+impl Plan {
+    /// Tokenize `prompt` (with the model's special tokens, e.g. BOS) and fix the targets.
+    pub fn new(model: &LoadedModel, prompt: &str, targets: &Targets) -> Result<Self> {
+        if prompt.trim().is_empty() {
+            return Err(Error::input("the prompt is empty"));
+        }
+        let tok = &model.tokenizer;
+        let enc = tok.encode(prompt, true)?;
+        if enc.ids.is_empty() {
+            return Err(Error::input("the prompt encodes to no tokens"));
+        }
+        let max = model.model.info().max_positions;
+        let special = tok.special_ids();
+        let mk = |id: u32, (start, end): (usize, usize)| Token {
+            id,
+            text: tok.token_text(id),
+            start,
+            end,
+            special: special.binary_search(&id).is_ok() || start == end,
+        };
+        let mut tokens: Vec<Token> = enc
+            .ids
+            .iter()
+            .zip(&enc.offsets)
+            .map(|(&id, &o)| mk(id, o))
+            .collect();
+        let prompt_tokens = tokens.len();
+        match targets {
+            Targets::Text(target) => {
+                if target.is_empty() {
+                    return Err(Error::input("the target text is empty"));
+                }
+                let text = format!("{prompt}{target}");
+                let full = tok.encode(&text, true)?;
+                if full.ids.len() <= prompt_tokens || full.ids[..prompt_tokens] != enc.ids[..] {
+                    return Err(Error::input(format!(
+                        "the tokenizer cannot split {:?} + {:?} at the boundary: the prompt's last token merges with the \
+                         target's first. Move the space to the start of the target (e.g. \"The capital of France is\" + \" Paris\")",
+                        prompt, target
+                    )));
+                }
+                let n = full.ids.len();
+                if n - 1 > max {
+                    return Err(Error::input(format!(
+                        "prompt and target need a context of {} tokens, more than the model's maximum of {max}",
+                        n - 1
+                    )));
+                }
+                for i in prompt_tokens..n {
+                    tokens.push(mk(full.ids[i], full.offsets[i]));
+                }
+                Ok(Plan {
+                    text,
+                    tokens,
+                    prompt_tokens,
+                    mode: "forced",
+                })
+            }
+            Targets::Generate(n) => {
+                if *n == 0 {
+                    return Err(Error::input("--max-new-tokens must be at least 1"));
+                }
+                if prompt_tokens + n - 1 > max {
+                    return Err(Error::input(format!(
+                        "the prompt ({prompt_tokens} tokens) plus {n} new tokens exceed the model's maximum context of {max}"
+                    )));
+                }
+                let mut ids = enc.ids.clone();
+                let eos = &model.model.info().eos_token_ids;
+                let mut generated = Vec::new();
+                for _ in 0..*n {
+                    let lp = model
+                        .model
+                        .next_token_log_probs(std::slice::from_ref(&ids))?;
+                    let next = lp.squeeze(0)?.argmax(0)?.to_scalar::<u32>()?;
+                    if eos.contains(&next) {
+                        break;
+                    }
+                    ids.push(next);
+                    generated.push(next);
+                }
+                if generated.is_empty() {
+                    return Err(Error::input(
+                        "the model's greedy continuation is end-of-sequence right away: nothing to attribute",
+                    ));
+                }
+                let mut text = prompt.to_string();
+                let base = prompt.chars().count();
+                let mut done = 0;
+                for i in 0..generated.len() {
+                    let upto = tok.decode(&generated[..=i])?;
+                    let len = upto.chars().count();
+                    tokens.push(mk(generated[i], (base + done, base + len.max(done))));
+                    done = len.max(done);
+                }
+                text.push_str(&tok.decode(&generated)?);
+                Ok(Plan {
+                    text,
+                    tokens,
+                    prompt_tokens,
+                    mode: "generated",
+                })
+            }
+        }
+    }
+}
+
+/// Attribute every target of `plan` with `method`.
+pub fn attribute(
+    model: &LoadedModel,
+    method: &dyn Attributor,
+    plan: Plan,
+    progress: &dyn JobProgress,
+) -> Result<AttributionResult> {
+    check_requirements(method.kind(), method.requirements(), model.model.as_ref())?;
+    let start = Instant::now();
+    let ids: Vec<u32> = plan.tokens.iter().map(|t| t.id).collect();
+    let n_targets = ids.len() - plan.prompt_tokens;
+    let mut targets = Vec::with_capacity(n_targets);
+    for (k, pos) in (plan.prompt_tokens..ids.len()).enumerate() {
+        let t0 = Instant::now();
+        let context = &ids[..pos];
+        let target = ids[pos];
+        progress.target(k, n_targets, &plan.tokens[pos].text);
+        let lp = model.model.next_token_log_probs(&[context.to_vec()])?;
+        let prob = lp
+            .squeeze(0)?
+            .get(target as usize)?
+            .to_scalar::<f32>()?
+            .exp();
+        let scores = method.attribute(model.model.as_ref(), context, target, k, progress)?;
+        if let Some(bad) = scores.scores.iter().position(|s| !s.is_finite()) {
+            return Err(Error::input(format!(
+                "{} produced a non-finite score at position {bad} for target {k}",
+                method.kind().name()
+            )));
+        }
+        targets.push(TargetAttribution {
+            position: pos,
+            id: target,
+            text: plan.tokens[pos].text.clone(),
+            prob,
+            scores,
+            wall_s: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let info = model.model.info();
+    Ok(AttributionResult {
+        provenance: Provenance {
+            reagent_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: model.id.clone(),
+            architecture: info.architecture.clone(),
+            weights: info.weights.clone(),
+            method: method.kind().name().to_string(),
+            config: method.config(),
+        },
+        text: plan.text,
+        tokens: plan.tokens,
+        prompt_tokens: plan.prompt_tokens,
+        target_mode: plan.mode.to_string(),
+        targets,
+        words: None,
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}

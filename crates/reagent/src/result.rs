@@ -1,0 +1,200 @@
+//! The result of an attribution job: plain data (serde), which knows nothing of how it is drawn.
+//!
+//! A result holds every token (prompt, then the attributed targets), and for each target the
+//! scores of the tokens before it: a ragged targets × context matrix, as inseq's target
+//! attributions. Provenance travels with it: model, method, full configuration, seed, versions
+//! and timings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::method::TargetScores;
+
+/// One token of the attributed text.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Token {
+    pub id: u32,
+    /// The token's text as decoded on its own.
+    pub text: String,
+    /// Character offsets `[start, end)` into [`AttributionResult::text`]; equal for tokens the
+    /// tokenizer added (e.g. BOS).
+    pub start: usize,
+    pub end: usize,
+    /// Added by the tokenizer (BOS, ...) or a special token.
+    pub special: bool,
+}
+
+/// The attribution of one target token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetAttribution {
+    /// Index of the target in [`AttributionResult::tokens`]; its context is `tokens[..position]`.
+    pub position: usize,
+    pub id: u32,
+    pub text: String,
+    /// `p(target | context)` under the model.
+    pub prob: f32,
+    /// `scores.len() == position`, plus method diagnostics.
+    #[serde(flatten)]
+    pub scores: TargetScores,
+    /// Wall time for this target, in seconds.
+    pub wall_s: f64,
+}
+
+/// How subword scores combine into word scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WordAggregation {
+    Sum,
+    Max,
+}
+
+/// A word: a run of tokens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Word {
+    pub text: String,
+    /// Token indices `[first, last)`.
+    pub tokens: (usize, usize),
+}
+
+/// The scores aggregated over words.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WordScores {
+    pub aggregation: WordAggregation,
+    pub words: Vec<Word>,
+    /// Per target, one score per word of its context (a word cut by the context's end counts
+    /// only its tokens inside the context).
+    pub scores: Vec<Vec<f32>>,
+}
+
+/// Where the result came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    /// The reagent version that produced the result.
+    pub reagent_version: String,
+    /// Model id (file or folder name, or hub id).
+    pub model: String,
+    pub architecture: String,
+    /// f32, or the quantized formats in use.
+    pub weights: String,
+    /// Method name, e.g. `reagent`.
+    pub method: String,
+    /// The method's full configuration (seed included).
+    pub config: serde_json::Value,
+}
+
+/// An attribution job's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttributionResult {
+    pub provenance: Provenance,
+    /// The prompt followed by the targets' text.
+    pub text: String,
+    /// All tokens: the prompt's (with any BOS), then the targets'.
+    pub tokens: Vec<Token>,
+    /// How many of `tokens` are the prompt.
+    pub prompt_tokens: usize,
+    /// `forced` (given target text) or `generated` (greedy).
+    pub target_mode: String,
+    pub targets: Vec<TargetAttribution>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<WordScores>,
+    /// Wall time for the whole job, model loading excluded, in seconds.
+    pub wall_s: f64,
+}
+
+impl AttributionResult {
+    /// Group tokens into words and combine their scores.
+    ///
+    /// A token starts a new word when its text starts with whitespace, when it or the token
+    /// before it is special, or when it or the token before it is punctuation only; otherwise
+    /// it continues the previous word (subword pieces such as `Par` + `is`).
+    pub fn aggregate_words(&mut self, how: WordAggregation) {
+        let words = group_words(&self.tokens);
+        let scores = self
+            .targets
+            .iter()
+            .map(|t| {
+                words
+                    .iter()
+                    .filter(|w| w.tokens.0 < t.position)
+                    .map(|w| {
+                        let end = w.tokens.1.min(t.position);
+                        let s = &t.scores.scores[w.tokens.0..end];
+                        match how {
+                            WordAggregation::Sum => s.iter().sum(),
+                            WordAggregation::Max => {
+                                s.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        self.words = Some(WordScores {
+            aggregation: how,
+            words,
+            scores,
+        });
+    }
+}
+
+fn is_punct(s: &str) -> bool {
+    let t = s.trim();
+    !t.is_empty() && !t.chars().any(char::is_alphanumeric)
+}
+
+fn group_words(tokens: &[Token]) -> Vec<Word> {
+    let mut words: Vec<Word> = Vec::new();
+    for (i, t) in tokens.iter().enumerate() {
+        let new_word = match tokens[..i].last() {
+            None => true,
+            Some(prev) => {
+                t.special
+                    || prev.special
+                    || t.text.starts_with(char::is_whitespace)
+                    || is_punct(&t.text)
+                    || is_punct(&prev.text)
+            }
+        };
+        match words.last_mut() {
+            Some(w) if !new_word => {
+                w.text.push_str(&t.text);
+                w.tokens.1 = i + 1;
+            }
+            _ => words.push(Word {
+                text: t.text.clone(),
+                tokens: (i, i + 1),
+            }),
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok(text: &str, special: bool) -> Token {
+        Token {
+            id: 0,
+            text: text.into(),
+            start: 0,
+            end: 0,
+            special,
+        }
+    }
+
+    #[test]
+    fn words_group_subwords() {
+        let toks = vec![
+            tok("<bos>", true),
+            tok("The", false),
+            tok(" Eiff", false),
+            tok("el", false),
+            tok(" Tower", false),
+            tok(",", false),
+            tok(" Par", false),
+            tok("is", false),
+        ];
+        let w: Vec<String> = group_words(&toks).into_iter().map(|w| w.text).collect();
+        assert_eq!(w, ["<bos>", "The", " Eiffel", " Tower", ",", " Paris"]);
+    }
+}

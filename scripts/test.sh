@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The project's test command (README, and .ci/run): fetch the real models if they are missing
+# (quick when present), then run every test in release mode (the model tests need optimised
+# code; release is also what the main command builds, so nothing is compiled twice).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/fetch-models.sh
+cargo test --release --workspace "$@"
