@@ -403,3 +403,40 @@ fn attribute_with_mlm_sampler() {
         assert!(scores.iter().all(|s| s.as_f64().unwrap().is_finite()));
     }
 }
+
+/// A hub id resolves through the local Hugging Face cache first, with no network.
+#[test]
+fn hub_ids_resolve_through_the_local_cache() {
+    let home = std::env::temp_dir().join(format!("reagent-cli-hub-{}", std::process::id()));
+    let repo = home.join("hub/models--tiny--gpt2");
+    let snap = repo.join("snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(root().join("fixtures/models/gpt2").join(f), snap.join(f)).unwrap();
+    }
+    let run = |model: &str| {
+        Command::new(env!("CARGO_BIN_EXE_reagent"))
+            .args(["predict", "-m", model, "Hello world"])
+            .current_dir(root())
+            .env("HF_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    let hub = run("tiny/gpt2");
+    assert!(hub.status.success(), "{}", stderr(&hub));
+    let local = run(&tiny("gpt2"));
+    // Same predictions; only the model name in the header differs.
+    let body = |o: &Output| stdout(o).lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&hub), body(&local));
+    // An id that is not cached fails with one line that names the local alternatives.
+    let missing = run("tiny/absent");
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("not in the local cache"),
+        "{}",
+        stderr(&missing)
+    );
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -9,7 +9,9 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::nn::{self, Activation, Embedding, Linear, Masks, RmsNorm, RopeScaling, Rotary};
+use super::nn::{
+    self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
+};
 use super::weights::Vb;
 use super::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::{Error, Result};
@@ -128,9 +130,8 @@ fn gemma_norm(vb: &Vb, dim: usize, eps: f64) -> Result<RmsNorm> {
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj, v_proj
+    qkv: Projections,
     o_proj: Linear,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
@@ -141,8 +142,8 @@ struct Attention {
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj, up_proj
+    gate_up: Projections,
     down_proj: Linear,
     act: Activation,
 }
@@ -167,9 +168,11 @@ impl Block {
         Ok(Block {
             input_layernorm: gemma_norm(&vb.pp("input_layernorm"), h, eps)?,
             self_attn: Attention {
-                q_proj: a.pp("q_proj").linear(h, nh * d, false)?,
-                k_proj: a.pp("k_proj").linear(h, kv * d, false)?,
-                v_proj: a.pp("v_proj").linear(h, kv * d, false)?,
+                qkv: Projections::new(vec![
+                    a.pp("q_proj").linear(h, nh * d, false)?,
+                    a.pp("k_proj").linear(h, kv * d, false)?,
+                    a.pp("v_proj").linear(h, kv * d, false)?,
+                ])?,
                 o_proj: a.pp("o_proj").linear(nh * d, h, false)?,
                 q_norm: gemma_norm(&a.pp("q_norm"), d, eps)?,
                 k_norm: gemma_norm(&a.pp("k_norm"), d, eps)?,
@@ -181,8 +184,10 @@ impl Block {
             post_attention_layernorm: gemma_norm(&vb.pp("post_attention_layernorm"), h, eps)?,
             pre_feedforward_layernorm: gemma_norm(&vb.pp("pre_feedforward_layernorm"), h, eps)?,
             mlp: Mlp {
-                gate_proj: m.pp("gate_proj").linear(h, cfg.intermediate_size, false)?,
-                up_proj: m.pp("up_proj").linear(h, cfg.intermediate_size, false)?,
+                gate_up: Projections::new(vec![
+                    m.pp("gate_proj").linear(h, cfg.intermediate_size, false)?,
+                    m.pp("up_proj").linear(h, cfg.intermediate_size, false)?,
+                ])?,
                 down_proj: m.pp("down_proj").linear(cfg.intermediate_size, h, false)?,
                 act: Activation::from_name(&cfg.hidden_activation)?,
             },
@@ -200,9 +205,10 @@ impl Block {
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let a = &self.self_attn;
         let h = self.input_layernorm.forward(x)?;
-        let q = nn::split_heads(&a.q_proj.forward(&h)?, a.heads)?;
-        let k = nn::split_heads(&a.k_proj.forward(&h)?, a.kv_heads)?;
-        let v = nn::split_heads(&a.v_proj.forward(&h)?, a.kv_heads)?;
+        let [q, k, v]: [Tensor; 3] = a.qkv.forward(&h)?.try_into().expect("three projections");
+        let q = nn::split_heads(&q, a.heads)?;
+        let k = nn::split_heads(&k, a.kv_heads)?;
+        let v = nn::split_heads(&v, a.kv_heads)?;
         let q = rotary.apply(&a.q_norm.forward(&q)?)?;
         let k = rotary.apply(&a.k_norm.forward(&k)?)?;
         let (o, probs) = nn::attention_softcapped(&q, &k, &v, mask, a.scale, a.softcap, want)?;
@@ -211,11 +217,8 @@ impl Block {
             .forward(&a.o_proj.forward(&o)?)?;
         let x = (x + o)?;
         let h = self.pre_feedforward_layernorm.forward(&x)?;
-        let gate = self.mlp.act.forward(&self.mlp.gate_proj.forward(&h)?)?;
-        let m = self
-            .mlp
-            .down_proj
-            .forward(&(gate * self.mlp.up_proj.forward(&h)?)?)?;
+        let m = nn::gated(&self.mlp.gate_up.forward_cat(&h)?, self.mlp.act)?;
+        let m = self.mlp.down_proj.forward(&m)?;
         let m = self.post_feedforward_layernorm.forward(&m)?;
         Ok(((x + m)?, probs))
     }

@@ -8,7 +8,9 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::nn::{self, Activation, Embedding, Linear, Masks, RmsNorm, RopeScaling, Rotary};
+use super::nn::{
+    self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
+};
 use super::weights::Vb;
 use super::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::Result;
@@ -122,9 +124,8 @@ pub(crate) fn eos_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj, v_proj
+    qkv: Projections,
     o_proj: Linear,
     heads: usize,
     kv_heads: usize,
@@ -136,9 +137,11 @@ impl Attention {
         let (h, d, kv) = (cfg.num_attention_heads, cfg.head_dim(), cfg.kv_heads());
         let qkv_bias = cfg.attention_bias || cfg.flavor == Flavor::Qwen2;
         Ok(Attention {
-            q_proj: vb.pp("q_proj").linear(cfg.hidden_size, h * d, qkv_bias)?,
-            k_proj: vb.pp("k_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
-            v_proj: vb.pp("v_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
+            qkv: Projections::new(vec![
+                vb.pp("q_proj").linear(cfg.hidden_size, h * d, qkv_bias)?,
+                vb.pp("k_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
+                vb.pp("v_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
+            ])?,
             o_proj: vb
                 .pp("o_proj")
                 .linear(h * d, cfg.hidden_size, cfg.attention_bias)?,
@@ -155,17 +158,18 @@ impl Attention {
         mask: &Tensor,
         want: bool,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let q = rotary.apply(&nn::split_heads(&self.q_proj.forward(x)?, self.heads)?)?;
-        let k = rotary.apply(&nn::split_heads(&self.k_proj.forward(x)?, self.kv_heads)?)?;
-        let v = nn::split_heads(&self.v_proj.forward(x)?, self.kv_heads)?;
+        let [q, k, v]: [Tensor; 3] = self.qkv.forward(x)?.try_into().expect("three projections");
+        let q = rotary.apply(&nn::split_heads(&q, self.heads)?)?;
+        let k = rotary.apply(&nn::split_heads(&k, self.kv_heads)?)?;
+        let v = nn::split_heads(&v, self.kv_heads)?;
         let (out, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
         Ok((self.o_proj.forward(&out)?, probs))
     }
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj, up_proj
+    gate_up: Projections,
     down_proj: Linear,
     act: Activation,
 }
@@ -174,16 +178,18 @@ impl Mlp {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate_proj: vb.pp("gate_proj").linear(h, i, cfg.mlp_bias)?,
-            up_proj: vb.pp("up_proj").linear(h, i, cfg.mlp_bias)?,
+            gate_up: Projections::new(vec![
+                vb.pp("gate_proj").linear(h, i, cfg.mlp_bias)?,
+                vb.pp("up_proj").linear(h, i, cfg.mlp_bias)?,
+            ])?,
             down_proj: vb.pp("down_proj").linear(i, h, cfg.mlp_bias)?,
             act: Activation::from_name(&cfg.hidden_act)?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.act.forward(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+        let h = nn::gated(&self.gate_up.forward_cat(x)?, self.act)?;
+        self.down_proj.forward(&h)
     }
 }
 

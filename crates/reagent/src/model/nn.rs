@@ -98,7 +98,7 @@ impl CustomOp1 for FrozenMatmul {
             (candle_core::Storage::Cpu(c), Some((a, b))) => &c.as_slice::<f32>()?[a..b],
             _ => candle_core::bail!("frozen-matmul: weight must be a contiguous cpu tensor"),
         };
-        let mut out = vec![0f32; m * n];
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
         let threads = candle_core::utils::get_num_threads();
         let parallelism = if threads > 1 {
             gemm::Parallelism::Rayon(threads)
@@ -106,13 +106,15 @@ impl CustomOp1 for FrozenMatmul {
             gemm::Parallelism::None
         };
         // SAFETY: all three buffers are live for the call and their sizes match the strides:
-        // dst [m, n] row-major, lhs [m, k] row-major, rhs = w^T read from w [n, k] row-major.
+        // dst [m, n] row-major (capacity m * n; with `read_dst = false` gemm only writes it, and
+        // every element, so the length can then be set), lhs [m, k] row-major, rhs = w^T read
+        // from w [n, k] row-major.
         unsafe {
             gemm::gemm(
                 m,
                 n,
                 k,
-                out.as_mut_ptr(),
+                out.spare_capacity_mut().as_mut_ptr() as *mut f32,
                 1,
                 n as isize,
                 false,
@@ -128,7 +130,8 @@ impl CustomOp1 for FrozenMatmul {
                 false,
                 false,
                 parallelism,
-            )
+            );
+            out.set_len(m * n);
         };
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
@@ -171,6 +174,33 @@ impl Linear {
         matches!(self.weight, Weight::Quantized(_))
     }
 
+    /// One layer computing all of `parts` at once (their outputs concatenated), when all are
+    /// dense and agree on having a bias: one larger matrix product instead of several.
+    pub fn fuse(parts: &[&Linear]) -> candle_core::Result<Option<Linear>> {
+        let mut ws = Vec::with_capacity(parts.len());
+        for p in parts {
+            match &p.weight {
+                Weight::Dense(w) => ws.push(w.clone()),
+                Weight::Quantized(_) => return Ok(None),
+            }
+        }
+        let with_bias = parts.iter().filter(|p| p.bias.is_some()).count();
+        let bias = if with_bias == parts.len() {
+            let bs: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+            Some(Tensor::cat(&bs, 0)?)
+        } else if with_bias == 0 {
+            None
+        } else {
+            return Ok(None);
+        };
+        let out_dim = parts.iter().map(|p| p.out_dim).sum();
+        Ok(Some(Linear::new(
+            Weight::Dense(Tensor::cat(&ws, 0)?.contiguous()?),
+            bias,
+            out_dim,
+        )))
+    }
+
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims();
         let (lead, k) = dims.split_at(dims.len() - 1);
@@ -194,6 +224,62 @@ impl Linear {
         let mut out_dims = lead.to_vec();
         out_dims.push(self.out_dim);
         y.reshape(out_dims)
+    }
+}
+
+/// Several projections of the same input (q/k/v, or gate/up), run as one fused matrix product
+/// when the weights allow it.
+#[derive(Clone)]
+pub struct Projections {
+    fused: Option<Linear>,
+    parts: Vec<Linear>,
+    sizes: Vec<usize>,
+}
+
+impl Projections {
+    pub fn new(parts: Vec<Linear>) -> candle_core::Result<Self> {
+        let refs: Vec<&Linear> = parts.iter().collect();
+        let fused = Linear::fuse(&refs)?;
+        let sizes = parts.iter().map(|p| p.out_dim).collect();
+        Ok(Projections {
+            fused,
+            parts,
+            sizes,
+        })
+    }
+
+    /// The outputs, concatenated along the last dimension.
+    pub fn forward_cat(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.fused {
+            Some(f) => f.forward(x),
+            None => {
+                let outs = self
+                    .parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&outs, D::Minus1)
+            }
+        }
+    }
+
+    /// The outputs, one per part.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match &self.fused {
+            Some(f) => {
+                let y = f.forward(x)?;
+                let mut at = 0;
+                self.sizes
+                    .iter()
+                    .map(|&n| {
+                        let part = y.narrow(D::Minus1, at, n);
+                        at += n;
+                        part
+                    })
+                    .collect()
+            }
+            None => self.parts.iter().map(|p| p.forward(x)).collect(),
+        }
     }
 }
 
@@ -498,6 +584,62 @@ impl Masks {
     }
 }
 
+/// Run `f` on the f32 data of a contiguous CPU tensor.
+fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match (&*s, l.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(c), Some((a, b))) => Ok(f(&c.as_slice::<f32>()?[a..b])),
+        _ => candle_core::bail!("expected a contiguous f32 cpu tensor"),
+    }
+}
+
+/// Whether the fused CPU kernels apply: f32 on the CPU, and no gradient to track.
+fn fast_path(xs: &[&Tensor]) -> bool {
+    xs.iter()
+        .all(|x| !x.track_op() && x.device().is_cpu() && x.dtype() == DType::F32)
+}
+
+/// `act(gate) * up` where `gate_up: [.., 2n]` holds `gate` then `up` (one fused projection).
+pub fn gated(gate_up: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+    let dims = gate_up.dims().to_vec();
+    let two_n = *dims.last().expect("rank >= 1");
+    let n = two_n / 2;
+    let fused = matches!(act, Activation::Silu | Activation::GeluTanh);
+    if !(fused && fast_path(&[gate_up])) {
+        let gate = gate_up.narrow(D::Minus1, 0, n)?;
+        let up = gate_up.narrow(D::Minus1, n, n)?;
+        return act.forward(&gate)? * up;
+    }
+    let x = gate_up.contiguous()?;
+    let rows = x.elem_count() / two_n;
+    let mut out = vec![0f32; rows * n];
+    with_f32(&x, |src| {
+        use rayon::prelude::*;
+        out.par_chunks_mut(n)
+            .zip(src.par_chunks(two_n))
+            .for_each(|(o, row)| {
+                let (g, u) = row.split_at(n);
+                match act {
+                    Activation::Silu => {
+                        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                            *o = g / (1.0 + (-g).exp()) * u;
+                        }
+                    }
+                    _ => {
+                        // 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+                        const C: f32 = 0.797_884_6;
+                        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                            *o = 0.5 * g * (1.0 + (C * (g + 0.044715 * g * g * g)).tanh()) * u;
+                        }
+                    }
+                }
+            })
+    })?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("rank >= 1") = n;
+    Tensor::from_vec(out, out_dims, gate_up.device())
+}
+
 /// Scaled dot-product attention over `q: [b, h, t, d]`, `k, v: [b, kv_h, t, d]` (grouped-query
 /// attention repeats the kv heads). Returns `[b, t, h * d]` and, on request, the attention
 /// probabilities `[b, h, t, t]`.
@@ -524,6 +666,9 @@ pub fn attention_softcapped(
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
     let (b, h, t, _) = q.dims4()?;
     let kv_h = k.dim(1)?;
+    if fast_path(&[q, k, v, mask]) {
+        return attention_cpu(q, k, v, mask, scale, softcap, want_probs);
+    }
     let (k, v) = if kv_h != h {
         let rep = h / kv_h;
         let expand = |x: &Tensor| -> candle_core::Result<Tensor> {
@@ -552,4 +697,131 @@ pub fn attention_softcapped(
 pub fn split_heads(x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let (b, t, hd) = x.dims3()?;
     x.reshape((b, t, heads, hd / heads))?.transpose(1, 2)
+}
+
+/// [`attention_softcapped`] on the CPU without a gradient: one task per batch row, the kv
+/// heads shared by index instead of copied, masked keys skipped, the output written directly in
+/// `[b, t, h * dv]` layout.
+fn attention_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+    softcap: Option<f64>,
+    want_probs: bool,
+) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+    use rayon::prelude::*;
+    let (b, h, t, d) = q.dims4()?;
+    let kv_h = k.dim(1)?;
+    let dv = v.dim(3)?;
+    let rep = h / kv_h;
+    let (q, k, v, mask) = (
+        q.contiguous()?,
+        k.contiguous()?,
+        v.contiguous()?,
+        mask.contiguous()?,
+    );
+    let mut out = vec![0f32; b * t * h * dv];
+    let mut probs = if want_probs {
+        vec![0f32; b * h * t * t]
+    } else {
+        Vec::new()
+    };
+    let scale = scale as f32;
+    let cap = softcap.map(|c| c as f32);
+    let mut run = |q: &[f32], k: &[f32], v: &[f32], mask: &[f32]| {
+        // One batch row: out [t, h, dv], probs [h, t, t].
+        let body = |bi: usize, o: &mut [f32], mut p: Option<&mut [f32]>| {
+            let mut row = vec![0f32; t];
+            for hi in 0..h {
+                let kvi = bi * kv_h + hi / rep;
+                let qh = &q[(bi * h + hi) * t * d..(bi * h + hi + 1) * t * d];
+                let kh = &k[kvi * t * d..(kvi + 1) * t * d];
+                let vh = &v[kvi * t * dv..(kvi + 1) * t * dv];
+                for i in 0..t {
+                    let m = &mask[(bi * t + i) * t..(bi * t + i + 1) * t];
+                    let qi = &qh[i * d..(i + 1) * d];
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, (x, &mj)) in row.iter_mut().zip(m).enumerate() {
+                        if mj == MASKED {
+                            *x = f32::NEG_INFINITY;
+                            continue;
+                        }
+                        let mut s = dot(qi, &kh[j * d..(j + 1) * d]) * scale;
+                        if let Some(c) = cap {
+                            s = (s / c).tanh() * c;
+                        }
+                        s += mj;
+                        *x = s;
+                        max = max.max(s);
+                    }
+                    let mut sum = 0f32;
+                    for x in row.iter_mut() {
+                        *x = if *x == f32::NEG_INFINITY {
+                            0.0
+                        } else {
+                            (*x - max).exp()
+                        };
+                        sum += *x;
+                    }
+                    let inv = 1.0 / sum;
+                    let oi = &mut o[(i * h + hi) * dv..(i * h + hi + 1) * dv];
+                    for (x, vj) in row.iter_mut().zip(vh.chunks_exact(dv)) {
+                        if *x == 0.0 {
+                            continue;
+                        }
+                        *x *= inv;
+                        let w = *x;
+                        for (a, &bv) in oi.iter_mut().zip(vj) {
+                            *a += w * bv;
+                        }
+                    }
+                    if let Some(p) = p.as_deref_mut() {
+                        p[(hi * t + i) * t..(hi * t + i + 1) * t].copy_from_slice(&row);
+                    }
+                }
+            }
+        };
+        if want_probs {
+            out.par_chunks_mut(t * h * dv)
+                .zip(probs.par_chunks_mut(h * t * t))
+                .enumerate()
+                .for_each(|(bi, (o, p))| body(bi, o, Some(p)));
+        } else {
+            out.par_chunks_mut(t * h * dv)
+                .enumerate()
+                .for_each(|(bi, o)| body(bi, o, None));
+        }
+    };
+    with_f32(&q, |qs| {
+        with_f32(&k, |ks| {
+            with_f32(&v, |vs| with_f32(&mask, |ms| run(qs, ks, vs, ms)))
+        })
+    })????;
+    let out = Tensor::from_vec(out, (b, t, h * dv), q.device())?;
+    let probs = if want_probs {
+        Some(Tensor::from_vec(probs, (b, h, t, t), q.device())?)
+    } else {
+        None
+    };
+    Ok((out, probs))
+}
+
+/// A dot product with eight independent accumulators (so it vectorizes).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
 }
