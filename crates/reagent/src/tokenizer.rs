@@ -33,14 +33,29 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     special: Vec<u32>,
     max_id: u32,
+    unk: Option<u32>,
 }
 
 impl Tokenizer {
-    /// Load a `tokenizer.json`.
+    /// Load a `tokenizer.json` (and the UNK token from a `tokenizer_config.json` beside it).
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Ok(Self::wrap(inner))
+        let config = path.with_file_name("tokenizer_config.json");
+        let from_config = std::fs::read_to_string(&config)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| match &v["unk_token"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+                _ => None,
+            });
+        let from_model = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["model"]["unk_token"].as_str().map(String::from));
+        let unk = from_config.or(from_model);
+        Ok(Self::wrap(inner).with_unk_token(unk.as_deref()))
     }
 
     /// Parse a `tokenizer.json` document.
@@ -65,12 +80,32 @@ impl Tokenizer {
             inner,
             special,
             max_id,
+            unk: None,
         }
+    }
+
+    /// The UNK token id, when the tokenizer declares one (GGUF `unknown_token_id`,
+    /// `tokenizer_config.json`'s `unk_token`, or the model's `unk_token`).
+    pub fn unk_id(&self) -> Option<u32> {
+        self.unk
+    }
+
+    /// Set the UNK token by its text (ignored when the vocabulary lacks it).
+    pub fn with_unk_token(mut self, token: Option<&str>) -> Self {
+        if let Some(id) = token.and_then(|t| self.inner.token_to_id(t)) {
+            self.unk = Some(id);
+        }
+        self
     }
 
     /// Build the tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
-        Ok(Self::wrap(gguf_tokenizer(f)?))
+        let mut t = Self::wrap(gguf_tokenizer(f)?);
+        t.unk = f
+            .usize_opt("tokenizer.ggml.unknown_token_id")
+            .map(|x| x as u32)
+            .filter(|&x| x <= t.max_id);
+        Ok(t)
     }
 
     /// Encode `text`; `add_special` adds what the model expects around it (e.g. BOS).

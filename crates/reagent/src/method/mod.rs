@@ -6,6 +6,9 @@
 //! [`Capabilities`](crate::Capabilities) before any forward pass, so a mismatch fails in one
 //! clear line.
 
+pub mod attention;
+pub mod gradient;
+pub mod occlusion;
 pub mod reagent;
 
 use serde::{Deserialize, Serialize};
@@ -19,13 +22,68 @@ use crate::{Error, Result};
 pub enum MethodKind {
     /// ReAGent (Zhao & Shan 2024): recursive perturbation, no gradients.
     Reagent,
+    /// L2 norm of the gradient of log p(target) per token.
+    GradientNorm,
+    /// Input embedding times the gradient of p(target).
+    InputXGradient,
+    /// Integrated gradients (Sundararajan et al. 2017).
+    IntegratedGradients,
+    /// Gradient SHAP (Lundberg & Lee 2017, as Captum).
+    GradientShap,
+    /// Attention of the last position, averaged over layers and heads.
+    Attention,
+    /// Attention of the last position in the last layer, averaged over heads.
+    LastLayerAttention,
+    /// Attention rollout (Abnar & Zuidema 2020).
+    AttentionRollout,
+    /// One token at a time replaced by a baseline.
+    Occlusion,
+    /// softmax(U[0,1)): the evaluation's random baseline.
+    Random,
 }
 
 impl MethodKind {
+    /// Every method, in the order reports list them.
+    pub const ALL: [MethodKind; 10] = [
+        MethodKind::Reagent,
+        MethodKind::GradientNorm,
+        MethodKind::InputXGradient,
+        MethodKind::IntegratedGradients,
+        MethodKind::GradientShap,
+        MethodKind::Attention,
+        MethodKind::LastLayerAttention,
+        MethodKind::AttentionRollout,
+        MethodKind::Occlusion,
+        MethodKind::Random,
+    ];
+
     pub fn name(&self) -> &'static str {
         match self {
             MethodKind::Reagent => "reagent",
+            MethodKind::GradientNorm => "gradient_norm",
+            MethodKind::InputXGradient => "input_x_gradient",
+            MethodKind::IntegratedGradients => "integrated_gradients",
+            MethodKind::GradientShap => "gradient_shap",
+            MethodKind::Attention => "attention",
+            MethodKind::LastLayerAttention => "last_layer_attention",
+            MethodKind::AttentionRollout => "attention_rollout",
+            MethodKind::Occlusion => "occlusion",
+            MethodKind::Random => "random",
         }
+    }
+
+    /// Parse a method name (as [`MethodKind::name`] gives it).
+    pub fn from_name(s: &str) -> Result<Self> {
+        MethodKind::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = MethodKind::ALL.iter().map(|m| m.name()).collect();
+                Error::input(format!(
+                    "unknown method `{s}` (methods: {})",
+                    names.join(", ")
+                ))
+            })
     }
 }
 

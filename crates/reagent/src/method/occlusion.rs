@@ -1,0 +1,127 @@
+//! Occlusion and the random baseline.
+//!
+//! - **Occlusion** (Captum's `Occlusion` as inseq runs it, one token at a time): token `i`'s
+//!   embedding is replaced by the baseline's (UNK token embedding, else zeros) and the score is
+//!   `|p(y | x) - p(y | x with i occluded)|`, unnormalized. All `L` occluded contexts run as one
+//!   batch.
+//! - **Random**: `softmax(u)` with `u ~ U[0, 1)` per token, the random baseline of the ReAGent
+//!   paper's evaluation.
+
+use candle_core::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::gradient::{baseline, inputs, values, Attributed, Baseline};
+use super::{Attributor, MethodKind, Progress, TargetScores};
+use crate::model::CausalLm;
+use crate::Result;
+
+/// One-token occlusion.
+pub struct Occlusion {
+    pub baseline: Baseline,
+    pub unk: Option<u32>,
+}
+
+impl Occlusion {
+    /// UNK baseline when the tokenizer has an UNK token, else zeros.
+    pub fn new(unk: Option<u32>) -> Self {
+        Occlusion {
+            baseline: if unk.is_some() {
+                Baseline::Unk
+            } else {
+                Baseline::Zero
+            },
+            unk,
+        }
+    }
+
+    /// Signed drops `p(y|x) - p(y|x_(i))`.
+    pub fn drops(&self, model: &dyn CausalLm, context: &[u32], target: u32) -> Result<Vec<f32>> {
+        let x = inputs(model, context)?;
+        let b = baseline(self.baseline, model, context, &x.embeds, self.unk)?;
+        let l = x.len;
+        let mut rows = Vec::with_capacity(l + 1);
+        rows.push(x.embeds.clone());
+        for i in 0..l {
+            let mut parts = Vec::with_capacity(3);
+            if i > 0 {
+                parts.push(x.embeds.narrow(1, 0, i)?);
+            }
+            parts.push(b.narrow(1, i, 1)?);
+            if i + 1 < l {
+                parts.push(x.embeds.narrow(1, i + 1, l - i - 1)?);
+            }
+            rows.push(Tensor::cat(&parts, 1)?);
+        }
+        let p = values(
+            model,
+            &Tensor::cat(&rows, 0)?,
+            target,
+            Attributed::Probability,
+        )?;
+        Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
+    }
+}
+
+impl Attributor for Occlusion {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Occlusion
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({"method": "occlusion", "window": 1, "baseline": self.baseline, "score": "|p - p_occluded|"})
+    }
+
+    fn attribute(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        target: u32,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Result<TargetScores> {
+        let d = self.drops(model, context, target)?;
+        Ok(TargetScores::plain(d.into_iter().map(f32::abs).collect()))
+    }
+}
+
+/// The random baseline: `softmax(U[0, 1))` per token.
+pub struct Random {
+    pub seed: u64,
+}
+
+impl Random {
+    /// The scores for target number `index` of a job; the same `(seed, key, index)` gives the
+    /// same scores.
+    pub fn scores(&self, len: usize, key: u64, index: usize) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64,
+        );
+        let u: Vec<f32> = (0..len).map(|_| rng.random::<f32>()).collect();
+        super::reagent::softmax(&u)
+    }
+}
+
+impl Attributor for Random {
+    fn kind(&self) -> MethodKind {
+        MethodKind::Random
+    }
+
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({"method": "random", "scores": "softmax(U[0,1))", "seed": self.seed})
+    }
+
+    fn attribute(
+        &self,
+        _model: &dyn CausalLm,
+        context: &[u32],
+        _target: u32,
+        index: usize,
+        _progress: &dyn Progress,
+    ) -> Result<TargetScores> {
+        let key = context
+            .iter()
+            .fold(0u64, |h, &id| h.wrapping_mul(31).wrapping_add(id as u64));
+        Ok(TargetScores::plain(self.scores(context.len(), key, index)))
+    }
+}
