@@ -13,6 +13,7 @@
 
 pub mod attribute;
 pub mod error;
+pub mod eval;
 pub mod method;
 pub mod model;
 pub mod result;

@@ -55,7 +55,9 @@ impl Dataset {
     /// `*.jsonl` with LongRA fields, or a text file with one prompt per line.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_path(path)?;
-        let is_jsonl = path.extension().is_some_and(|e| e == "jsonl" || e == "json");
+        let is_jsonl = path
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "json");
         if is_jsonl {
             let rows = text
                 .lines()
@@ -63,7 +65,11 @@ impl Dataset {
                 .filter(|(_, l)| !l.trim().is_empty())
                 .map(|(i, l)| {
                     serde_json::from_str::<LongraRow>(l).map_err(|e| {
-                        Error::input(format!("{}:{}: not a LongRA row ({e})", path.display(), i + 1))
+                        Error::input(format!(
+                            "{}:{}: not a LongRA row ({e})",
+                            path.display(),
+                            i + 1
+                        ))
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -122,10 +128,15 @@ pub enum Skip {
 /// The target token id of a usable LongRA row, or why it is skipped: the target must be a
 /// single token right after the prompt, and the model's greedy prediction with and without the
 /// distractor.
-pub fn longra_target(model: &LoadedModel, row: &LongraRow) -> Result<std::result::Result<u32, Skip>> {
+pub fn longra_target(
+    model: &LoadedModel,
+    row: &LongraRow,
+) -> Result<std::result::Result<u32, Skip>> {
     let tok = &model.tokenizer;
     let prompt = tok.encode(&row.prompt, true)?.ids;
-    let full = tok.encode(&format!("{}{}", row.prompt, row.target), true)?.ids;
+    let full = tok
+        .encode(&format!("{}{}", row.prompt, row.target), true)?
+        .ids;
     let n = full.len().saturating_sub(prompt.len());
     if n != 1 || full[..prompt.len()] != prompt[..] {
         return Ok(Err(Skip::MultiToken(n)));

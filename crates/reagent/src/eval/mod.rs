@@ -1,0 +1,5 @@
+//! Evaluation: the ReAGent paper's faithfulness metrics and the runner that compares methods
+//! on a dataset.
+
+pub mod datasets;
+pub mod metrics;
