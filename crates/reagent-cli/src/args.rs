@@ -26,6 +26,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Score every context token's importance for each target token (ReAGent).
     Attribute(AttributeArgs),
+    /// Compare attribution methods on a dataset with the paper's faithfulness metrics.
+    Evaluate(EvaluateArgs),
 }
 
 /// Which model to load.
@@ -200,6 +202,71 @@ pub struct AttributeArgs {
     /// No colours in the heatmap (also when NO_COLOR is set or stdout is not a terminal).
     #[arg(long)]
     pub no_color: bool,
+
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Integrated gradients' baseline.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaselineArg {
+    /// All-zero embeddings (Captum's default).
+    Zero,
+    /// The UNK token's embedding at every position (inseq's default).
+    Unk,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+
+    /// The dataset: LongRA rows (.jsonl, token level) or prompts, one per line (.txt, sequence
+    /// level: each prompt's greedy continuation is attributed).
+    #[arg(long)]
+    pub dataset: PathBuf,
+
+    /// Comma-separated methods, or "all": reagent, gradient_norm, input_x_gradient,
+    /// integrated_gradients, gradient_shap, attention, last_layer_attention, attention_rollout,
+    /// occlusion, random. The random baseline always runs (the ratios need it).
+    #[arg(long, default_value = "reagent")]
+    pub methods: String,
+
+    /// Output folder (results.jsonl, summary.md, summary.csv); a rerun resumes it.
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Stop after this many usable examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+
+    /// Tokens generated per prompt for sequence-level datasets.
+    #[arg(long, default_value_t = 10)]
+    pub new_tokens: usize,
+
+    /// Soft-metric mask draws averaged per attributed token.
+    #[arg(long, default_value_t = 4)]
+    pub mask_draws: usize,
+
+    /// Integrated gradients: steps.
+    #[arg(long, default_value_t = 50)]
+    pub ig_steps: usize,
+
+    /// Integrated gradients: baseline.
+    #[arg(long, value_enum, default_value = "zero")]
+    pub ig_baseline: BaselineArg,
+
+    /// Gradient SHAP: samples.
+    #[arg(long, default_value_t = 5)]
+    pub shap_samples: usize,
+
+    /// Gradient SHAP: standard deviation of the input noise.
+    #[arg(long, default_value_t = 0.1)]
+    pub shap_stdev: f64,
+
+    #[command(flatten)]
+    pub reagent: ReagentArgs,
 
     /// No progress bar.
     #[arg(long, short = 'q')]

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         args::Command::Predict(a) => cmd::predict::run(a),
         args::Command::Inspect(a) => cmd::inspect::run(a),
         args::Command::Attribute(a) => cmd::attribute::run(a),
+        args::Command::Evaluate(a) => cmd::evaluate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! them after an intended change (and review the diff). Bad input must fail with a one-line
 //! error and a non-zero exit, never a panic.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -439,4 +440,115 @@ fn hub_ids_resolve_through_the_local_cache() {
         stderr(&missing)
     );
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// `summary.csv` without the timing column, and the result records without wall times.
+fn comparable(dir: &std::path::Path) -> (String, Vec<serde_json::Value>) {
+    let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let csv: String = csv
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .collect();
+    let mut records: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("results.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            for t in v["targets"].as_array_mut().unwrap() {
+                t["wall_s"] = 0.into();
+            }
+            v
+        })
+        .collect();
+    records.sort_by_key(|v| {
+        (
+            v["example"].as_str().unwrap().to_string(),
+            v["method"].as_str().unwrap().to_string(),
+        )
+    });
+    (csv, records)
+}
+
+/// An evaluation killed midway and rerun ends with the same summary as a clean run.
+#[test]
+fn evaluate_resumes_after_a_kill() {
+    let base = std::env::temp_dir().join(format!("reagent-cli-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "evaluate",
+            "-m",
+            &tiny("llama_tied"),
+            "--dataset",
+            "data/wikibio.txt",
+            "--methods",
+            "reagent,integrated_gradients,attention,occlusion",
+            "--limit",
+            "3",
+            "--new-tokens",
+            "2",
+            "--max-steps",
+            "15",
+            "--probes",
+            "3",
+            "--ig-steps",
+            "20",
+            "-q",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_string_lossy().into_owned()])
+        .collect()
+    };
+    let run = |out: &std::path::Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_reagent"))
+            .args(args(out))
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let clean = base.join("clean");
+    let report = run(&clean);
+    assert!(
+        report.contains("| reagent |") && report.contains("| random |"),
+        "{report}"
+    );
+
+    // Start again elsewhere, kill it once a few results are written, add a torn line, resume.
+    let resumed = base.join("resumed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reagent"))
+        .args(args(&resumed))
+        .current_dir(root())
+        .spawn()
+        .unwrap();
+    let results = resumed.join("results.jsonl");
+    let start = std::time::Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&results)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if n >= 4 || start.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&results).unwrap().lines().count();
+    assert!(
+        before < 15,
+        "the run finished before it could be killed ({before} lines)"
+    );
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&results)
+        .unwrap()
+        .write_all(b"{\"example\": \"wikibio-9\", \"meth")
+        .unwrap();
+    run(&resumed);
+    assert_eq!(comparable(&clean), comparable(&resumed));
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand.
 
 pub mod attribute;
+pub mod evaluate;
 pub mod inspect;
 pub mod predict;
 

@@ -1,0 +1,164 @@
+//! `reagent evaluate`: methods × faithfulness metrics on a dataset, resumable.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use reagent::eval::datasets::Dataset;
+use reagent::eval::runner::{self, EvalConfig, EvalProgress, NamedMethod};
+use reagent::method::attention::{Attention, AttentionMethod};
+use reagent::method::gradient::{Baseline, Gradient, GradientMethod};
+use reagent::method::occlusion::{Occlusion, Random};
+use reagent::{JobProgress, MethodKind, Progress};
+
+use crate::args::{BaselineArg, EvaluateArgs};
+
+/// The methods named by `--methods` (plus the random baseline), built for this model.
+fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<NamedMethod>> {
+    let mut kinds: Vec<MethodKind> = if a.methods.trim() == "all" {
+        MethodKind::ALL.to_vec()
+    } else {
+        a.methods
+            .split(',')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(MethodKind::from_name)
+            .collect::<reagent::Result<_>>()?
+    };
+    if kinds.is_empty() {
+        bail!("--methods is empty");
+    }
+    if !kinds.contains(&MethodKind::Random) {
+        kinds.push(MethodKind::Random);
+    }
+    kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
+    kinds.dedup();
+    let unk = model.tokenizer.unk_id();
+    let seed = a.reagent.seed;
+    kinds
+        .into_iter()
+        .map(|k| {
+            let method: Box<dyn reagent::Attributor> = match k {
+                MethodKind::Reagent => {
+                    Box::new(super::attribute::build_reagent(&a.reagent, model)?)
+                }
+                MethodKind::GradientNorm => {
+                    Box::new(Gradient::new(GradientMethod::GradientNorm, unk, seed)?)
+                }
+                MethodKind::InputXGradient => {
+                    Box::new(Gradient::new(GradientMethod::InputXGradient, unk, seed)?)
+                }
+                MethodKind::IntegratedGradients => Box::new(Gradient::new(
+                    GradientMethod::IntegratedGradients {
+                        n_steps: a.ig_steps,
+                        baseline: match a.ig_baseline {
+                            BaselineArg::Zero => Baseline::Zero,
+                            BaselineArg::Unk => Baseline::Unk,
+                        },
+                    },
+                    unk,
+                    seed,
+                )?),
+                MethodKind::GradientShap => Box::new(Gradient::new(
+                    GradientMethod::GradientShap {
+                        n_samples: a.shap_samples,
+                        stdev: a.shap_stdev,
+                        baselines: if unk.is_some() {
+                            vec![Baseline::Zero, Baseline::Unk]
+                        } else {
+                            vec![Baseline::Zero]
+                        },
+                    },
+                    unk,
+                    seed,
+                )?),
+                MethodKind::Attention => Box::new(Attention(AttentionMethod::Mean)),
+                MethodKind::LastLayerAttention => Box::new(Attention(AttentionMethod::LastLayer)),
+                MethodKind::AttentionRollout => Box::new(Attention(AttentionMethod::Rollout)),
+                MethodKind::Occlusion => Box::new(Occlusion::new(unk)),
+                MethodKind::Random => Box::new(Random { seed }),
+            };
+            Ok(NamedMethod { method })
+        })
+        .collect()
+}
+
+/// Progress bar over (example, method) units, with the current target and ReAGent step.
+struct Bar {
+    pb: ProgressBar,
+}
+
+impl Progress for Bar {
+    fn step(&self, step: usize, max_steps: usize, converged: usize, probes: usize) {
+        if step % 5 == 0 || step == max_steps {
+            self.pb.set_message(format!(
+                "step {step}/{max_steps}, converged {converged}/{probes}"
+            ));
+        }
+    }
+}
+
+impl JobProgress for Bar {
+    fn target(&self, index: usize, total: usize, text: &str) {
+        self.pb
+            .set_message(format!("target {}/{} {:?}", index + 1, total, text));
+    }
+}
+
+impl EvalProgress for Bar {
+    fn units(&self, done: usize, total: usize) {
+        self.pb.set_length(total as u64);
+        self.pb.set_position(done as u64);
+    }
+    fn working(&self, example: &str, method: &str) {
+        self.pb.set_prefix(format!("{example} · {method}"));
+    }
+}
+
+pub fn run(a: EvaluateArgs) -> Result<()> {
+    let dataset = Dataset::read(&a.dataset)
+        .with_context(|| format!("cannot read dataset {}", a.dataset.display()))?;
+    if a.limit == Some(0) {
+        bail!("--limit must be at least 1");
+    }
+    super::attribute::reagent_config(&a.reagent)?;
+    let model = super::load_model(&a.model)?;
+    let methods = build_methods(&a, &model)?;
+    let cfg = EvalConfig {
+        seed: a.reagent.seed,
+        limit: a.limit,
+        new_tokens: a.new_tokens,
+        mask_draws: a.mask_draws,
+        ..EvalConfig::default()
+    };
+    let pb = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::with_draw_target(Some(1), ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:25}] {pos}/{len} (eta {eta}) {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        pb
+    };
+    let name = a
+        .dataset
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let summary = runner::run(
+        &model,
+        &dataset,
+        &name,
+        &methods,
+        &cfg,
+        &a.out,
+        &Bar { pb: pb.clone() },
+    )?;
+    pb.finish_and_clear();
+    print!(
+        "{}",
+        summary.to_markdown(&format!("{} on {name}", model.id))
+    );
+    eprintln!("wrote {}", a.out.join("summary.md").display());
+    Ok(())
+}
