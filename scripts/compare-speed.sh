@@ -16,7 +16,7 @@
 #   PYTHON [/work/pyref/bin/python]   Python with torch, transformers, captum
 #   INSEQ_PYTHONPATH [/tmp/inseq_site] prepended to PYTHONPATH for the inseq script
 #   REAGENT [target/release/reagent]  MODEL [models/SmolLM2-135M-Instruct.Q4_1.gguf]
-#   LONGRA [/work/shared/data/longra.jsonl]
+#   LONGRA [data/longra.jsonl]
 #   ROWS [capital-common-countries-0,capital-world-17,currency-14]
 #       rows whose target SmolLM2-135M-Instruct predicts greedily (every target token is the
 #       argmax, checked with transformers on the dequantized GGUF): 1, 3 and 2 target tokens,
@@ -36,7 +36,7 @@ PY="${PYTHON:-/work/pyref/bin/python}"
 INSEQ_PYTHONPATH="${INSEQ_PYTHONPATH:-/tmp/inseq_site}"
 REAGENT="${REAGENT:-target/release/reagent}"
 MODEL="${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
-LONGRA="${LONGRA:-/work/shared/data/longra.jsonl}"
+LONGRA="${LONGRA:-data/longra.jsonl}"
 ROWS="${ROWS:-capital-common-countries-0,capital-world-17,currency-14}"
 PER_STEP_ROW="${PER_STEP_ROW:-capital-common-countries-0}"
 PER_STEP_TARGET="${PER_STEP_TARGET:- refrigerator}"
@@ -126,6 +126,7 @@ def inseq(path):
 print(f"\nReAGent on SmolLM2-135M-Instruct (f32), {threads} threads, {rounds} round(s); raw JSON in {out}")
 hdr = f"{'mode':<9} {'impl':<7} {'tokens':>6} {'steps':>6} {'conv':>5} {'s/step':>9} {'s/token':>9}"
 print(hdr); print("-" * len(hdr))
+warn = []
 for m in modes:
     res = {}
     for impl, read, ext in (("reagent", ours, "json"), ("inseq", inseq, "jsonl")):
@@ -133,8 +134,13 @@ for m in modes:
         wall, steps, conv = sum(t[0] for t in toks), sum(t[1] for t in toks), sum(t[2] for t in toks)
         res[impl] = (wall / steps if steps else float("nan"), wall / len(toks) if toks else float("nan"))
         print(f"{m:<9} {impl:<7} {len(toks):>6} {steps:>6} {conv:>5} {res[impl][0]:>9.4f} {res[impl][1]:>9.3f}")
+        if m == "per-step" and conv:
+            warn.append(f"warning: {impl} per-step run had {conv} converged probe(s); choose a "
+                        "less likely PER_STEP_TARGET so that every step runs the full batch")
     (a, b), (c, d) = res["reagent"], res["inseq"]
     print(f"{m:<9} {'ratio':<7} {'':>6} {'':>6} {'':>5} {c / a:>8.2f}x {d / b:>8.2f}x   (inseq / reagent)")
 print("steps and conv(erged probes) are summed over target tokens; s/step = wall / steps, "
       "s/token = wall / tokens, wall = per-token wall time (model loading excluded)")
+if warn:
+    print(*warn, sep="\n", file=sys.stderr)
 EOF

@@ -23,7 +23,7 @@ Output: JSON lines on stdout ({"event": "token"|"prompt"|"summary", "method": ..
 
 Usage:
   PYTHONPATH=/tmp/inseq_site /work/pyref/bin/python scripts/inseq_gradients.py \\
-      --longra /work/shared/data/longra.jsonl --ids capital-common-countries-0 \\
+      --longra data/longra.jsonl --ids capital-common-countries-0 \\
       --methods integrated_gradients,input_x_gradient
 """
 

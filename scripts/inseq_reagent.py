@@ -51,7 +51,7 @@ Usage (inseq installed --no-deps under /tmp/inseq_site):
   PYTHONPATH=/tmp/inseq_site /work/pyref/bin/python scripts/inseq_reagent.py \\
       --prompt "The capital of France is" --target " Paris" --max-steps 3
   PYTHONPATH=/tmp/inseq_site /work/pyref/bin/python scripts/inseq_reagent.py \\
-      --longra /work/shared/data/longra.jsonl --ids capital-common-countries-0 --max-steps 3
+      --longra data/longra.jsonl --ids capital-common-countries-0 --max-steps 3
 """
 
 from __future__ import annotations
