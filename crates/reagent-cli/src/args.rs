@@ -187,8 +187,16 @@ pub struct AttributeArgs {
     #[arg(long, short = 'n')]
     pub max_new_tokens: Option<usize>,
 
+    /// The attribution method: reagent, gradient_norm, input_x_gradient, integrated_gradients,
+    /// gradient_shap, attention, last_layer_attention, attention_rollout, occlusion, random.
+    #[arg(long, default_value = "reagent")]
+    pub method: String,
+
     #[command(flatten)]
     pub reagent: ReagentArgs,
+
+    #[command(flatten)]
+    pub baselines: BaselineArgs,
 
     /// Also write the results as JSON to this file ("-" for stdout): one object for --prompt,
     /// one line per job for --input.
@@ -206,6 +214,26 @@ pub struct AttributeArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// Settings of the baseline methods.
+#[derive(Args, Debug, Clone)]
+pub struct BaselineArgs {
+    /// Integrated gradients: steps.
+    #[arg(long, default_value_t = 50)]
+    pub ig_steps: usize,
+
+    /// Integrated gradients: baseline.
+    #[arg(long, value_enum, default_value = "zero")]
+    pub ig_baseline: BaselineArg,
+
+    /// Gradient SHAP: samples.
+    #[arg(long, default_value_t = 5)]
+    pub shap_samples: usize,
+
+    /// Gradient SHAP: standard deviation of the input noise.
+    #[arg(long, default_value_t = 0.1)]
+    pub shap_stdev: f64,
 }
 
 /// Integrated gradients' baseline.
@@ -249,21 +277,8 @@ pub struct EvaluateArgs {
     #[arg(long, default_value_t = 4)]
     pub mask_draws: usize,
 
-    /// Integrated gradients: steps.
-    #[arg(long, default_value_t = 50)]
-    pub ig_steps: usize,
-
-    /// Integrated gradients: baseline.
-    #[arg(long, value_enum, default_value = "zero")]
-    pub ig_baseline: BaselineArg,
-
-    /// Gradient SHAP: samples.
-    #[arg(long, default_value_t = 5)]
-    pub shap_samples: usize,
-
-    /// Gradient SHAP: standard deviation of the input noise.
-    #[arg(long, default_value_t = 0.1)]
-    pub shap_stdev: f64,
+    #[command(flatten)]
+    pub baselines: BaselineArgs,
 
     #[command(flatten)]
     pub reagent: ReagentArgs,

@@ -179,8 +179,9 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         }
     }
 
+    let kind = reagent::MethodKind::from_name(a.method.trim())?;
     let model = super::load_model(&a.model)?;
-    let method = build_reagent(&a.reagent, &model)?;
+    let method = super::build_method(kind, &a.reagent, &a.baselines, &model)?;
 
     let color =
         !a.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
@@ -231,7 +232,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
                 "cannot attribute".into()
             }
         })?;
-        let mut result = attribute(&model, &method, plan, bar.as_ref())?;
+        let mut result = attribute(&model, method.as_ref(), plan, bar.as_ref())?;
         n_targets += result.targets.len();
         total_s += result.wall_s;
         if let Some(w) = a.words {

@@ -4,12 +4,9 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::eval::datasets::Dataset;
 use reagent::eval::runner::{self, EvalConfig, EvalProgress, NamedMethod};
-use reagent::method::attention::{Attention, AttentionMethod};
-use reagent::method::gradient::{Baseline, Gradient, GradientMethod};
-use reagent::method::occlusion::{Occlusion, Random};
 use reagent::{JobProgress, MethodKind, Progress};
 
-use crate::args::{BaselineArg, EvaluateArgs};
+use crate::args::EvaluateArgs;
 
 /// The methods named by `--methods` (plus the random baseline), built for this model.
 fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<NamedMethod>> {
@@ -31,52 +28,12 @@ fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<N
     }
     kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
     kinds.dedup();
-    let unk = model.tokenizer.unk_id();
-    let seed = a.reagent.seed;
     kinds
         .into_iter()
         .map(|k| {
-            let method: Box<dyn reagent::Attributor> = match k {
-                MethodKind::Reagent => {
-                    Box::new(super::attribute::build_reagent(&a.reagent, model)?)
-                }
-                MethodKind::GradientNorm => {
-                    Box::new(Gradient::new(GradientMethod::GradientNorm, unk, seed)?)
-                }
-                MethodKind::InputXGradient => {
-                    Box::new(Gradient::new(GradientMethod::InputXGradient, unk, seed)?)
-                }
-                MethodKind::IntegratedGradients => Box::new(Gradient::new(
-                    GradientMethod::IntegratedGradients {
-                        n_steps: a.ig_steps,
-                        baseline: match a.ig_baseline {
-                            BaselineArg::Zero => Baseline::Zero,
-                            BaselineArg::Unk => Baseline::Unk,
-                        },
-                    },
-                    unk,
-                    seed,
-                )?),
-                MethodKind::GradientShap => Box::new(Gradient::new(
-                    GradientMethod::GradientShap {
-                        n_samples: a.shap_samples,
-                        stdev: a.shap_stdev,
-                        baselines: if unk.is_some() {
-                            vec![Baseline::Zero, Baseline::Unk]
-                        } else {
-                            vec![Baseline::Zero]
-                        },
-                    },
-                    unk,
-                    seed,
-                )?),
-                MethodKind::Attention => Box::new(Attention(AttentionMethod::Mean)),
-                MethodKind::LastLayerAttention => Box::new(Attention(AttentionMethod::LastLayer)),
-                MethodKind::AttentionRollout => Box::new(Attention(AttentionMethod::Rollout)),
-                MethodKind::Occlusion => Box::new(Occlusion::new(unk)),
-                MethodKind::Random => Box::new(Random { seed }),
-            };
-            Ok(NamedMethod { method })
+            Ok(NamedMethod {
+                method: super::build_method(k, &a.reagent, &a.baselines, model)?,
+            })
         })
         .collect()
 }

@@ -48,17 +48,14 @@ impl Heatmap {
     pub fn render(&self, r: &AttributionResult, mut w: impl Write) -> Result<()> {
         let p = &r.provenance;
         let cfg = &p.config;
-        let sampler = cfg["sampler"]["kind"].as_str().unwrap_or("?");
-        writeln!(
-            w,
-            "{} · {} · {} targets · sampler {} · {} probes · seed {}",
-            p.model,
-            p.method,
-            r.targets.len(),
-            sampler,
-            cfg["probes"],
-            cfg["seed"]
-        )?;
+        let mut header = format!("{} · {} · {} targets", p.model, p.method, r.targets.len());
+        if let Some(sampler) = cfg["sampler"]["kind"].as_str() {
+            header.push_str(&format!(" · sampler {sampler} · {} probes", cfg["probes"]));
+        }
+        if !cfg["seed"].is_null() {
+            header.push_str(&format!(" · seed {}", cfg["seed"]));
+        }
+        writeln!(w, "{header}")?;
         let words = if self.words { r.words.as_ref() } else { None };
         for (k, t) in r.targets.iter().enumerate() {
             let (labels, scores): (Vec<String>, &[f32]) = match words {

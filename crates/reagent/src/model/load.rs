@@ -246,6 +246,8 @@ fn hub_files(id: &str) -> Result<HfFiles> {
     let remote = api.repo(repo);
     let config = remote.get("config.json").map_err(|e| offline(&e))?;
     let tokenizer = remote.get("tokenizer.json").map_err(|e| offline(&e))?;
+    // Optional: names the UNK token (used by the UNK baseline of gradient methods).
+    let _ = remote.get("tokenizer_config.json");
     let weights = match remote.get("model.safetensors") {
         Ok(p) => vec![p],
         Err(_) => {
