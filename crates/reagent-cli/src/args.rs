@@ -42,7 +42,8 @@ pub struct ModelArgs {
     )]
     pub model: String,
 
-    /// Run GGUF weights quantized instead of dequantizing them to f32 (faster; no gradients).
+    /// Run GGUF weights quantized instead of dequantizing them to f32: less memory, but much
+    /// slower on the batched forwards attribution runs, and no gradient methods.
     #[arg(long)]
     pub quantized: bool,
 }

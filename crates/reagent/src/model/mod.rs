@@ -10,6 +10,7 @@
 //! or a hub id.
 
 pub mod bert;
+mod fused;
 pub mod gemma3;
 pub mod gguf;
 pub mod gpt2;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::quantized::QMatMul;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
 
+use super::fused;
 use crate::Result;
 
 /// Softmax over the last dimension.
@@ -59,6 +60,9 @@ impl Activation {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if fused::fusable(*self) && fused::applies(&[x]) {
+            return x.contiguous()?.apply_op1(fused::ActOp(*self));
+        }
         match self {
             Activation::Silu => x.silu(),
             Activation::GeluErf => x.gelu_erf(),
@@ -297,6 +301,13 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if fused::applies(&[x]) {
+            let w = self.weight.to_vec1::<f32>()?;
+            return x.contiguous()?.apply_op1(fused::RmsNormOp {
+                w,
+                eps: self.eps as f32,
+            });
+        }
         if x.track_op() {
             let hidden = x.dim(D::Minus1)? as f64;
             let ms = (x.sqr()?.sum_keepdim(D::Minus1)? / hidden)?;
@@ -322,6 +333,13 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if fused::applies(&[x]) {
+            return x.contiguous()?.apply_op1(fused::LayerNormOp {
+                w: self.weight.to_vec1::<f32>()?,
+                b: self.bias.to_vec1::<f32>()?,
+                eps: self.eps as f32,
+            });
+        }
         if x.track_op() {
             let hidden = x.dim(D::Minus1)? as f64;
             let mean = (x.sum_keepdim(D::Minus1)? / hidden)?;
@@ -469,6 +487,9 @@ impl RopeScaling {
 pub struct Rotary {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables as host vectors, for the fused gradient-path kernel.
+    cos_host: Arc<Vec<f32>>,
+    sin_host: Arc<Vec<f32>>,
     rot_dim: usize,
     interleaved: bool,
 }
@@ -498,8 +519,10 @@ impl Rotary {
             }
         }
         Ok(Rotary {
-            cos: Tensor::from_vec(cos, (max_pos, half), device)?,
-            sin: Tensor::from_vec(sin, (max_pos, half), device)?,
+            cos: Tensor::from_vec(cos.clone(), (max_pos, half), device)?,
+            sin: Tensor::from_vec(sin.clone(), (max_pos, half), device)?,
+            cos_host: Arc::new(cos),
+            sin_host: Arc::new(sin),
             rot_dim,
             interleaved,
         })
@@ -522,15 +545,35 @@ impl Rotary {
         } else {
             (x.clone(), None)
         };
-        let rotated = match (self.interleaved, x.track_op()) {
-            (true, true) => candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?,
-            (true, false) => candle_nn::rotary_emb::rope_i(&rot.contiguous()?, &cos, &sin)?,
-            (false, true) => candle_nn::rotary_emb::rope_slow(&rot, &cos, &sin)?,
-            (false, false) => candle_nn::rotary_emb::rope(&rot.contiguous()?, &cos, &sin)?,
+        let rotated = if fused::applies(&[&rot]) {
+            let op = fused::RopeOp {
+                cos: self.cos_host.clone(),
+                sin: self.sin_host.clone(),
+                interleaved: self.interleaved,
+            };
+            rot.contiguous()?.apply_op1(op)?
+        } else {
+            self.rotate_candle(&rot, &cos, &sin, x.track_op())?
         };
         match pass {
             Some(p) => Tensor::cat(&[&rotated, &p], D::Minus1),
             None => Ok(rotated),
+        }
+    }
+
+    fn rotate_candle(
+        &self,
+        rot: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        track: bool,
+    ) -> candle_core::Result<Tensor> {
+        use candle_nn::rotary_emb as re;
+        match (self.interleaved, track) {
+            (true, true) => re::rope_i_slow(rot, cos, sin),
+            (true, false) => re::rope_i(&rot.contiguous()?, cos, sin),
+            (false, true) => re::rope_slow(rot, cos, sin),
+            (false, false) => re::rope(&rot.contiguous()?, cos, sin),
         }
     }
 }
@@ -604,6 +647,9 @@ pub fn gated(gate_up: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
     let dims = gate_up.dims().to_vec();
     let two_n = *dims.last().expect("rank >= 1");
     let n = two_n / 2;
+    if fused::fusable(act) && fused::applies(&[gate_up]) {
+        return gate_up.contiguous()?.apply_op1(fused::GatedOp(act));
+    }
     let fused = matches!(act, Activation::Silu | Activation::GeluTanh);
     if !(fused && fast_path(&[gate_up])) {
         let gate = gate_up.narrow(D::Minus1, 0, n)?;
@@ -668,6 +714,18 @@ pub fn attention_softcapped(
     let kv_h = k.dim(1)?;
     if fast_path(&[q, k, v, mask]) {
         return attention_cpu(q, k, v, mask, scale, softcap, want_probs);
+    }
+    if !want_probs && fused::applies(&[q, k, v]) && mask.dims4()? == (b, 1, t, t) {
+        let op = fused::AttentionOp {
+            mask: mask.flatten_all()?.to_vec1::<f32>()?,
+            masked: MASKED,
+            scale: scale as f32,
+            softcap: softcap.map(|c| c as f32),
+        };
+        let out = q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?;
+        return Ok((out, None));
     }
     let (k, v) = if kv_h != h {
         let rep = h / kv_h;
@@ -810,7 +868,7 @@ fn attention_cpu(
 
 /// A dot product with eight independent accumulators (so it vectorizes).
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ar, br) = (ac.remainder(), bc.remainder());
