@@ -420,7 +420,7 @@ fn merges_from_vocab(tokens: &[String]) -> Vec<(String, String)> {
         }
     }
     // Python: sorted(key=(score, len_l, len_r), reverse=True), stable.
-    merges.sort_by(|a, b| (b.0, b.1, b.2).cmp(&(a.0, a.1, a.2)));
+    merges.sort_by_key(|m| std::cmp::Reverse((m.0, m.1, m.2)));
     merges
         .into_iter()
         .map(|(_, _, _, l, r)| (l.to_string(), r.to_string()))

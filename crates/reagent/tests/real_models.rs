@@ -34,7 +34,7 @@ fn check_top5(file: &str, fixture_name: &str, tol: f32) -> TestResult {
         assert_eq!(enc.ids, want_ids, "{fixture_name}: input ids of {text:?}");
         let lp: Vec<f32> = m
             .model
-            .next_token_log_probs(&[enc.ids.clone()])?
+            .next_token_log_probs(std::slice::from_ref(&enc.ids))?
             .squeeze(0)?
             .to_vec1()?;
         let mut order: Vec<usize> = (0..lp.len()).collect();

@@ -25,6 +25,9 @@ use super::datasets::{longra_target, Dataset, Skip};
 use super::metrics::{metric_rng, Faithfulness, Hard, Soft};
 use crate::attribute::{JobProgress, Plan, Targets};
 use crate::error::WithPath;
+
+/// One rationale ratio's summary: (ratio, mean hard sufficiency, mean hard comprehensiveness).
+pub type HardRow = (f64, Option<f64>, Option<f64>);
 use crate::method::{check_requirements, Attributor, MethodKind, TargetScores};
 use crate::model::LoadedModel;
 use crate::{Error, Result};
@@ -352,7 +355,7 @@ pub fn run(
                 faith = (0..n_targets).map(|_| None).collect();
             }
             let mut targets = Vec::with_capacity(n_targets);
-            for k in 0..n_targets {
+            for (k, slot) in faith.iter_mut().enumerate() {
                 let pos = ex.prompt_tokens + k;
                 let context = &ex.ids[..pos];
                 let target = ex.ids[pos];
@@ -372,10 +375,10 @@ pub fn run(
                         m.name()
                     )));
                 }
-                if faith[k].is_none() {
-                    faith[k] = Some(Faithfulness::new(model.model.as_ref(), context)?);
+                if slot.is_none() {
+                    *slot = Some(Faithfulness::new(model.model.as_ref(), context)?);
                 }
-                let f = faith[k].as_ref().expect("set above");
+                let f = slot.as_ref().expect("set above");
                 let mut rng = metric_rng(cfg.seed ^ key, id, m.name(), k);
                 let soft = f.soft_mean(&scores.scores, cfg.mask_draws, &mut rng)?;
                 let hard = f.hard(&scores.scores, &cfg.ratios)?;
@@ -426,7 +429,7 @@ pub struct MethodSummary {
     pub soft_ns: Option<f64>,
     pub soft_nc: Option<f64>,
     /// Per ratio: (ratio, mean NS, mean NC).
-    pub hard: Vec<(f64, Option<f64>, Option<f64>)>,
+    pub hard: Vec<HardRow>,
     /// Mean over [`PAPER_RATIOS`] of the hard NS / NC.
     pub hard_ns_mean: Option<f64>,
     pub hard_nc_mean: Option<f64>,
@@ -493,7 +496,7 @@ impl Summary {
                 .next()
                 .map(|t| t.hard.iter().map(|h| h.ratio).collect())
                 .unwrap_or_default();
-            let hard: Vec<(f64, Option<f64>, Option<f64>)> = ratios
+            let hard: Vec<HardRow> = ratios
                 .iter()
                 .enumerate()
                 .map(|(j, &ratio)| {
@@ -504,15 +507,14 @@ impl Summary {
                     )
                 })
                 .collect();
-            let paper: Vec<&(f64, Option<f64>, Option<f64>)> = hard
+            let paper: Vec<&HardRow> = hard
                 .iter()
                 .filter(|h| PAPER_RATIOS.contains(&h.0))
                 .collect();
-            let hard_mean =
-                |pick: fn(&(f64, Option<f64>, Option<f64>)) -> Option<f64>| -> Option<f64> {
-                    let v: Option<Vec<f64>> = paper.iter().map(|h| pick(h)).collect();
-                    v.and_then(|v| mean(&v))
-                };
+            let hard_mean = |pick: fn(&HardRow) -> Option<f64>| -> Option<f64> {
+                let v: Option<Vec<f64>> = paper.iter().map(|h| pick(h)).collect();
+                v.and_then(|v| mean(&v))
+            };
             let tokens: Vec<&TargetRecord> = recs.iter().flat_map(|r| r.targets.iter()).collect();
             let hits: Vec<f64> = tokens
                 .iter()

@@ -259,12 +259,10 @@ impl Gradient {
                 n_samples,
                 baselines,
                 stdev,
-            } => {
-                if *n_samples == 0 || baselines.is_empty() || !(*stdev >= 0.0) {
-                    return Err(Error::input(
-                        "gradient SHAP needs at least one sample, one baseline and a non-negative noise deviation",
-                    ));
-                }
+            } if *n_samples == 0 || baselines.is_empty() || stdev.is_nan() || *stdev < 0.0 => {
+                return Err(Error::input(
+                    "gradient SHAP needs at least one sample, one baseline and a non-negative noise deviation",
+                ));
             }
             _ => {}
         }

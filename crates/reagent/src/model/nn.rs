@@ -466,7 +466,7 @@ impl RopeScaling {
                     } else {
                         *f
                     };
-                    let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                    let medium = (high_wavelen..=low_wavelen).contains(&wavelen);
                     *f = if medium {
                         let smooth = (old / wavelen - lo) / (hi - lo);
                         (1.0 - smooth) * scaled / factor + smooth * scaled

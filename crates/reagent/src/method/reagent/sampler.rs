@@ -230,6 +230,9 @@ pub enum MlmPick {
     Sample,
 }
 
+/// A shared vocabulary: MLM id → attributed id, and attributed id → MLM id.
+type SharedVocab = (Vec<Option<u32>>, HashMap<u32, u32>);
+
 /// A masked LM's predictions (RoBERTa, BERT, ...), as the paper describes.
 ///
 /// For each probe, the positions to replace are masked together and the MLM predicts each one;
@@ -253,7 +256,7 @@ pub struct MlmSampler {
     mask_id: u32,
     mask_text: String,
     /// Shared vocabulary: MLM id → attributed id, and back.
-    shared: Option<(Vec<Option<u32>>, HashMap<u32, u32>)>,
+    shared: Option<SharedVocab>,
     banned: Vec<bool>,
 }
 
