@@ -296,27 +296,32 @@ pub(crate) struct RopeOp {
 }
 
 impl RopeOp {
-    fn rotate(&self, x: &[f32], t: usize, d: usize, sign: f32) -> Vec<f32> {
+    /// Rotate `x: [heads, t, d]` in place (no parallelism: called per batch row).
+    fn rotate_in_place(&self, x: &mut [f32], t: usize, d: usize, sign: f32) {
         let half = d / 2;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(t * d)
-            .zip(x.par_chunks(t * d))
-            .for_each(|(o, x)| {
-                for p in 0..t {
-                    let (c, s) = (&self.cos[p * half..][..half], &self.sin[p * half..][..half]);
-                    let (o, x) = (&mut o[p * d..][..d], &x[p * d..][..d]);
-                    for i in 0..half {
-                        let (a, b) = if self.interleaved {
-                            (2 * i, 2 * i + 1)
-                        } else {
-                            (i, i + half)
-                        };
-                        let sn = sign * s[i];
-                        o[a] = x[a] * c[i] - x[b] * sn;
-                        o[b] = x[b] * c[i] + x[a] * sn;
-                    }
+        for block in x.chunks_exact_mut(t * d) {
+            for p in 0..t {
+                let (c, s) = (&self.cos[p * half..][..half], &self.sin[p * half..][..half]);
+                let row = &mut block[p * d..][..d];
+                for i in 0..half {
+                    let (a, b) = if self.interleaved {
+                        (2 * i, 2 * i + 1)
+                    } else {
+                        (i, i + half)
+                    };
+                    let sn = sign * s[i];
+                    let (xa, xb) = (row[a], row[b]);
+                    row[a] = xa * c[i] - xb * sn;
+                    row[b] = xb * c[i] + xa * sn;
                 }
-            });
+            }
+        }
+    }
+
+    fn rotate(&self, x: &[f32], t: usize, d: usize, sign: f32) -> Vec<f32> {
+        let mut out = x.to_vec();
+        out.par_chunks_mut(t * d)
+            .for_each(|block| self.rotate_in_place(block, t, d, sign));
         out
     }
 }
@@ -349,19 +354,19 @@ impl CustomOp1 for RopeOp {
 // ---------------------------------------------------------------------------------------------
 // Attention
 
-/// Scaled dot-product attention of `q: [b, h, t, d]` over `k: [b, kv_h, t, d]`,
-/// `v: [b, kv_h, t, dv]` (grouped-query heads share kv heads by index), with an additive mask
-/// `[b, 1, t, t]` whose masked entries are `masked`, and optional soft-capping
-/// `cap * tanh(s / cap)` of the scores. Output `[b, t, h * dv]`.
-pub(crate) struct AttentionOp {
+/// The scoring rule shared by the attention ops: an additive mask `[b, 1, t, t]` whose masked
+/// entries equal `masked`, a scale, and optional soft-capping `cap * tanh(s / cap)`.
+pub(crate) struct Scores {
     pub mask: Vec<f32>,
     pub masked: f32,
     pub scale: f32,
     pub softcap: Option<f32>,
 }
 
-struct Dims {
-    b: usize,
+/// Head layout of one batch row: `q: [h, t, d]`, `k: [kv_h, t, d]`, `v: [kv_h, t, dv]`;
+/// query head `hi` reads kv head `hi / (h / kv_h)`.
+#[derive(Clone, Copy)]
+struct Heads {
     h: usize,
     kv_h: usize,
     t: usize,
@@ -369,11 +374,14 @@ struct Dims {
     dv: usize,
 }
 
-impl AttentionOp {
-    /// Row `i` of head `hi` (batch `bi`): the probabilities over keys into `p`, and the capped
-    /// scores' slope `ds/dz` into `slope` (1 without a cap). Masked keys get probability 0.
-    #[allow(clippy::too_many_arguments)]
-    fn probs(&self, qi: &[f32], kh: &[f32], m: &[f32], d: usize, p: &mut [f32], slope: &mut [f32]) {
+impl Scores {
+    /// Query row `qi` of batch row `bi` against keys `kh: [t, d]`: the probabilities into `p`
+    /// and the capped scores' slope `ds/dz` into `slope` (1 without a cap). Masked keys get
+    /// probability 0.
+    fn probs(&self, bi: usize, i: usize, qi: &[f32], kh: &[f32], p: &mut [f32], slope: &mut [f32]) {
+        let t = p.len();
+        let d = qi.len();
+        let m = &self.mask[(bi * t + i) * t..][..t];
         let mut max = f32::NEG_INFINITY;
         for (j, (x, &mj)) in p.iter_mut().zip(m).enumerate() {
             if mj == self.masked {
@@ -407,19 +415,96 @@ impl AttentionOp {
         }
     }
 
-    fn dims(q: &Layout, k: &Layout, v: &Layout) -> R<Dims> {
-        let (b, h, t, d) = q.shape().dims4()?;
-        let (_, kv_h, _, _) = k.shape().dims4()?;
-        let dv = v.shape().dims4()?.3;
-        Ok(Dims {
-            b,
-            h,
-            kv_h,
-            t,
-            d,
-            dv,
-        })
+    /// Forward for batch row `bi`: `out: [t, h * dv]`.
+    fn forward_row(&self, bi: usize, n: Heads, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        let Heads { h, kv_h, t, d, dv } = n;
+        let rep = h / kv_h;
+        let (mut p, mut slope) = (vec![0f32; t], vec![0f32; t]);
+        for hi in 0..h {
+            let kvl = hi / rep;
+            let qh = &q[hi * t * d..][..t * d];
+            let kh = &k[kvl * t * d..][..t * d];
+            let vh = &v[kvl * t * dv..][..t * dv];
+            for i in 0..t {
+                self.probs(bi, i, &qh[i * d..][..d], kh, &mut p, &mut slope);
+                let oi = &mut out[(i * h + hi) * dv..][..dv];
+                for (&w, vj) in p.iter().zip(vh.chunks_exact(dv)) {
+                    if w != 0.0 {
+                        for (a, &x) in oi.iter_mut().zip(vj) {
+                            *a += w * x;
+                        }
+                    }
+                }
+            }
+        }
     }
+
+    /// Backward for batch row `bi`, given `go: [t, h * dv]`: accumulates into `dq`, `dk`, `dv`
+    /// (laid out like `q`, `k`, `v`).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_row(
+        &self,
+        bi: usize,
+        n: Heads,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        go: &[f32],
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dvb: &mut [f32],
+    ) {
+        let Heads { h, kv_h, t, d, dv } = n;
+        let rep = h / kv_h;
+        let (mut p, mut slope, mut dp) = (vec![0f32; t], vec![0f32; t], vec![0f32; t]);
+        for hi in 0..h {
+            let kvl = hi / rep;
+            let qh = &q[hi * t * d..][..t * d];
+            let kh = &k[kvl * t * d..][..t * d];
+            let vh = &v[kvl * t * dv..][..t * dv];
+            for i in 0..t {
+                let qi = &qh[i * d..][..d];
+                self.probs(bi, i, qi, kh, &mut p, &mut slope);
+                let goi = &go[(i * h + hi) * dv..][..dv];
+                // dV_j += P_ij dO_i; dP_ij = dO_i . V_j
+                let mut rowdot = 0f32;
+                for j in 0..t {
+                    if p[j] == 0.0 {
+                        dp[j] = 0.0;
+                        continue;
+                    }
+                    for (a, &g) in dvb[(kvl * t + j) * dv..][..dv].iter_mut().zip(goi) {
+                        *a += p[j] * g;
+                    }
+                    dp[j] = dot(goi, &vh[j * dv..][..dv]);
+                    rowdot += p[j] * dp[j];
+                }
+                // dZ_ij = P_ij (dP_ij - sum_j' P_ij' dP_ij') * cap slope * scale
+                for j in 0..t {
+                    if p[j] == 0.0 {
+                        continue;
+                    }
+                    let dz = p[j] * (dp[j] - rowdot) * slope[j] * self.scale;
+                    let kj = &kh[j * d..][..d];
+                    for (a, &x) in dq[(hi * t + i) * d..][..d].iter_mut().zip(kj) {
+                        *a += dz * x;
+                    }
+                    for (a, &x) in dk[(kvl * t + j) * d..][..d].iter_mut().zip(qi) {
+                        *a += dz * x;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scaled dot-product attention of `q: [b, h, t, d]` over `k: [b, kv_h, t, d]`,
+/// `v: [b, kv_h, t, dv]` (grouped-query heads share kv heads by index). Output `[b, t, h * dv]`.
+pub(crate) struct AttentionOp(pub Scores);
+
+fn heads4(q: &Shape, k: &Shape, v: &Shape) -> R<(usize, Heads)> {
+    let (b, h, t, d) = q.dims4()?;
+    let kv_h = k.dims4()?.1;
+    let dv = v.dims4()?.3;
+    Ok((b, Heads { h, kv_h, t, d, dv }))
 }
 
 impl CustomOp3 for AttentionOp {
@@ -441,41 +526,23 @@ impl CustomOp3 for AttentionOp {
             data(s2, l2, self.name())?,
             data(s3, l3, self.name())?,
         );
-        let Dims {
-            b,
-            h,
-            kv_h,
-            t,
-            d,
-            dv,
-        } = Self::dims(l1, l2, l3)?;
-        if self.mask.len() != b * t * t {
+        let (b, n) = heads4(l1.shape(), l2.shape(), l3.shape())?;
+        let Heads { h, kv_h, t, d, dv } = n;
+        if self.0.mask.len() != b * t * t {
             candle_core::bail!("fused-attention: mask is not [b, 1, t, t]");
         }
-        let rep = h / kv_h;
         let mut out = vec![0f32; b * t * h * dv];
         out.par_chunks_mut(t * h * dv)
             .enumerate()
             .for_each(|(bi, o)| {
-                let (mut p, mut slope) = (vec![0f32; t], vec![0f32; t]);
-                for hi in 0..h {
-                    let kvi = bi * kv_h + hi / rep;
-                    let qh = &q[(bi * h + hi) * t * d..][..t * d];
-                    let kh = &k[kvi * t * d..][..t * d];
-                    let vh = &v[kvi * t * dv..][..t * dv];
-                    for i in 0..t {
-                        let m = &self.mask[(bi * t + i) * t..][..t];
-                        self.probs(&qh[i * d..][..d], kh, m, d, &mut p, &mut slope);
-                        let oi = &mut o[(i * h + hi) * dv..][..dv];
-                        for (&w, vj) in p.iter().zip(vh.chunks_exact(dv)) {
-                            if w != 0.0 {
-                                for (a, &x) in oi.iter_mut().zip(vj) {
-                                    *a += w * x;
-                                }
-                            }
-                        }
-                    }
-                }
+                self.0.forward_row(
+                    bi,
+                    n,
+                    &q[bi * h * t * d..][..h * t * d],
+                    &k[bi * kv_h * t * d..][..kv_h * t * d],
+                    &v[bi * kv_h * t * dv..][..kv_h * t * dv],
+                    o,
+                )
             });
         Ok((CpuStorage::F32(out), Shape::from((b, t, h * dv))))
     }
@@ -488,15 +555,8 @@ impl CustomOp3 for AttentionOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> R<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let Dims {
-            b: _,
-            h,
-            kv_h,
-            t,
-            d,
-            dv,
-        } = Self::dims(q.layout(), k.layout(), v.layout())?;
-        let rep = h / kv_h;
+        let (_, n) = heads4(q.shape(), k.shape(), v.shape())?;
+        let Heads { h, kv_h, t, d, dv } = n;
         let (qs, ks, vs, gs) = (host(q)?, host(k)?, host(v)?, host(grad)?);
         let mut dq = vec![0f32; qs.len()];
         let mut dk = vec![0f32; ks.len()];
@@ -507,51 +567,13 @@ impl CustomOp3 for AttentionOp {
             .zip(dvv.par_chunks_mut(kv_h * t * dv))
             .enumerate()
             .for_each(|(bi, ((dq, dk), dvb))| {
-                let (mut p, mut slope, mut dp) = (vec![0f32; t], vec![0f32; t], vec![0f32; t]);
-                for hi in 0..h {
-                    let kvl = hi / rep; // kv head within this batch row
-                    let kvi = bi * kv_h + kvl;
-                    let qh = &qs[(bi * h + hi) * t * d..][..t * d];
-                    let kh = &ks[kvi * t * d..][..t * d];
-                    let vh = &vs[kvi * t * dv..][..t * dv];
-                    let dqh = &mut dq[hi * t * d..][..t * d];
-                    for i in 0..t {
-                        let m = &self.mask[(bi * t + i) * t..][..t];
-                        self.probs(&qh[i * d..][..d], kh, m, d, &mut p, &mut slope);
-                        // dO_i is grad[bi, i, hi, :]
-                        let go = &gs[((bi * t + i) * h + hi) * dv..][..dv];
-                        // dV_j += P_ij dO_i; dP_ij = dO_i . V_j
-                        let mut rowdot = 0f32;
-                        for j in 0..t {
-                            if p[j] == 0.0 {
-                                dp[j] = 0.0;
-                                continue;
-                            }
-                            let dvj = &mut dvb[(kvl * t + j) * dv..][..dv];
-                            for (a, &g) in dvj.iter_mut().zip(go) {
-                                *a += p[j] * g;
-                            }
-                            dp[j] = dot(go, &vh[j * dv..][..dv]);
-                            rowdot += p[j] * dp[j];
-                        }
-                        // dZ_ij = P_ij (dP_ij - sum_j' P_ij' dP_ij') * cap slope, times scale
-                        let dqi = &mut dqh[i * d..][..d];
-                        for j in 0..t {
-                            if p[j] == 0.0 {
-                                continue;
-                            }
-                            let dz = p[j] * (dp[j] - rowdot) * slope[j] * self.scale;
-                            let kj = &kh[j * d..][..d];
-                            for (a, &x) in dqi.iter_mut().zip(kj) {
-                                *a += dz * x;
-                            }
-                            let dkj = &mut dk[(kvl * t + j) * d..][..d];
-                            for (a, &x) in dkj.iter_mut().zip(&qh[i * d..][..d]) {
-                                *a += dz * x;
-                            }
-                        }
-                    }
-                }
+                let row = (
+                    &qs[bi * h * t * d..][..h * t * d],
+                    &ks[bi * kv_h * t * d..][..kv_h * t * d],
+                    &vs[bi * kv_h * t * dv..][..kv_h * t * dv],
+                );
+                let go = &gs[bi * t * h * dv..][..t * h * dv];
+                self.0.backward_row(bi, n, row, go, dq, dk, dvb);
             });
         let dev = q.device();
         Ok((
@@ -559,6 +581,116 @@ impl CustomOp3 for AttentionOp {
             Some(Tensor::from_vec(dk, k.shape(), dev)?),
             Some(Tensor::from_vec(dvv, v.shape(), dev)?),
         ))
+    }
+}
+
+/// A whole Llama-style attention from the fused projection `qkv: [b, t, (h + 2 kv_h) d]`:
+/// split into heads, rotary embedding of `q` and `k` over the full head dimension, attention.
+/// Output `[b, t, h * d]`. One graph node instead of about fifteen (narrows, reshapes,
+/// transposes, copies, two rotations and the attention).
+pub(crate) struct QkvAttentionOp {
+    pub scores: Scores,
+    pub rope: RopeOp,
+    pub heads: usize,
+    pub kv_heads: usize,
+}
+
+impl QkvAttentionOp {
+    fn heads(&self, l: &Shape) -> R<(usize, Heads)> {
+        let (b, t, w) = l.dims3()?;
+        let (h, kv_h) = (self.heads, self.kv_heads);
+        let d = w / (h + 2 * kv_h);
+        if d * (h + 2 * kv_h) != w || d % 2 != 0 {
+            candle_core::bail!("fused-qkv-attention: width {w} does not split into heads");
+        }
+        Ok((
+            b,
+            Heads {
+                h,
+                kv_h,
+                t,
+                d,
+                dv: d,
+            },
+        ))
+    }
+
+    /// Batch row `qkv: [t, (h + 2 kv_h) d]` → rotated `q: [h, t, d]`, rotated `k`, and `v`
+    /// (`[kv_h, t, d]` each).
+    fn split(&self, n: Heads, qkv: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let Heads { h, kv_h, t, d, .. } = n;
+        let w = (h + 2 * kv_h) * d;
+        let gather = |first: usize, heads: usize| {
+            let mut x = vec![0f32; heads * t * d];
+            for hi in 0..heads {
+                for i in 0..t {
+                    x[(hi * t + i) * d..][..d]
+                        .copy_from_slice(&qkv[i * w + (first + hi) * d..][..d]);
+                }
+            }
+            x
+        };
+        let mut q = gather(0, h);
+        let mut k = gather(h, kv_h);
+        let v = gather(h + kv_h, kv_h);
+        self.rope.rotate_in_place(&mut q, t, d, 1.0);
+        self.rope.rotate_in_place(&mut k, t, d, 1.0);
+        (q, k, v)
+    }
+}
+
+impl CustomOp1 for QkvAttentionOp {
+    fn name(&self) -> &'static str {
+        "fused-qkv-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
+        let x = data(s, l, self.name())?;
+        let (b, n) = self.heads(l.shape())?;
+        let Heads { h, t, d, .. } = n;
+        if self.scores.mask.len() != b * t * t || self.rope.cos.len() < t * d / 2 {
+            candle_core::bail!("fused-qkv-attention: mask or rotary tables do not fit");
+        }
+        let w = x.len() / (b * t).max(1);
+        let mut out = vec![0f32; b * t * h * d];
+        out.par_chunks_mut(t * h * d)
+            .enumerate()
+            .for_each(|(bi, o)| {
+                let (q, k, v) = self.split(n, &x[bi * t * w..][..t * w]);
+                self.scores.forward_row(bi, n, &q, &k, &v, o);
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, t, h * d))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> R<Option<Tensor>> {
+        let (_, n) = self.heads(x.shape())?;
+        let Heads { h, kv_h, t, d, .. } = n;
+        let w = (h + 2 * kv_h) * d;
+        let (xs, gs) = (host(x)?, host(grad)?);
+        let mut dx = vec![0f32; xs.len()];
+        dx.par_chunks_mut(t * w).enumerate().for_each(|(bi, dxb)| {
+            let (q, k, v) = self.split(n, &xs[bi * t * w..][..t * w]);
+            let (mut dq, mut dk, mut dv) = (
+                vec![0f32; q.len()],
+                vec![0f32; k.len()],
+                vec![0f32; v.len()],
+            );
+            let go = &gs[bi * t * h * d..][..t * h * d];
+            self.scores
+                .backward_row(bi, n, (&q, &k, &v), go, &mut dq, &mut dk, &mut dv);
+            // Back through the rotations, then scatter into the fused layout.
+            self.rope.rotate_in_place(&mut dq, t, d, -1.0);
+            self.rope.rotate_in_place(&mut dk, t, d, -1.0);
+            for (first, heads, g) in [(0, h, &dq), (h, kv_h, &dk), (h + kv_h, kv_h, &dv)] {
+                for hi in 0..heads {
+                    for i in 0..t {
+                        dxb[i * w + (first + hi) * d..][..d]
+                            .copy_from_slice(&g[(hi * t + i) * d..][..d]);
+                    }
+                }
+            }
+        });
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
 
@@ -774,6 +906,59 @@ mod tests {
                 |v| run(&q, &k, v, false),
                 |v| run(&q, &k, v, true),
             );
+        }
+    }
+
+    #[test]
+    fn qkv_attention_matches_composed_ops() {
+        // 4 query heads over 2 kv heads of width 8, a padded row, both rotary layouts.
+        let (b, h, kv_h, t, d) = (2, 4, 2, 5, 8);
+        let qkv = rand(&[b, t, (h + 2 * kv_h) * d], 9);
+        let mask = nn::Masks::new(&[5, 3], t, &Device::Cpu)
+            .build(true, None)
+            .unwrap();
+        let angles: Vec<f32> = (0..t * d / 2).map(|i| 0.21 * i as f32).collect();
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let ct = Tensor::from_vec(cos.clone(), (t, d / 2), &Device::Cpu).unwrap();
+        let st = Tensor::from_vec(sin.clone(), (t, d / 2), &Device::Cpu).unwrap();
+        for interleaved in [false, true] {
+            let fused = |x: &Tensor| {
+                let op = QkvAttentionOp {
+                    scores: Scores {
+                        mask: mask.flatten_all().unwrap().to_vec1().unwrap(),
+                        masked: f32::MIN,
+                        scale: 0.35,
+                        softcap: None,
+                    },
+                    rope: RopeOp {
+                        cos: std::sync::Arc::new(cos.clone()),
+                        sin: std::sync::Arc::new(sin.clone()),
+                        interleaved,
+                    },
+                    heads: h,
+                    kv_heads: kv_h,
+                };
+                x.apply_op1(op).unwrap()
+            };
+            let composed = |x: &Tensor| {
+                let part = |first: usize, n: usize| {
+                    let p = x.narrow(D::Minus1, first * d, n * d).unwrap();
+                    nn::split_heads(&p, n).unwrap().contiguous().unwrap()
+                };
+                let rot = |x: &Tensor| {
+                    if interleaved {
+                        candle_nn::rotary_emb::rope_i_slow(x, &ct, &st).unwrap()
+                    } else {
+                        candle_nn::rotary_emb::rope_slow(x, &ct, &st).unwrap()
+                    }
+                };
+                let (q, k, v) = (rot(&part(0, h)), rot(&part(h, kv_h)), part(h + kv_h, kv_h));
+                nn::attention_softcapped(&q, &k, &v, &mask, 0.35, None, true)
+                    .unwrap()
+                    .0
+            };
+            check("qkv attention", &qkv, fused, composed);
         }
     }
 }

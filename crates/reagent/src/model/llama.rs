@@ -158,6 +158,13 @@ impl Attention {
         mask: &Tensor,
         want: bool,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
+        if !want && x.track_op() {
+            let qkv = self.qkv.forward_cat(x)?;
+            let (h, kv) = (self.heads, self.kv_heads);
+            if let Some(out) = nn::fused_qkv_attention(&qkv, mask, rotary, h, kv, self.scale)? {
+                return Ok((self.o_proj.forward(&out)?, None));
+            }
+        }
         let [q, k, v]: [Tensor; 3] = self.qkv.forward(x)?.try_into().expect("three projections");
         let q = rotary.apply(&nn::split_heads(&q, self.heads)?)?;
         let k = rotary.apply(&nn::split_heads(&k, self.kv_heads)?)?;

@@ -88,7 +88,10 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = l.shape().dims2()?;
+        // Any rank: the leading dimensions are rows.
+        let dims = l.shape().dims();
+        let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
+        let (m, k): (usize, usize) = (lead.iter().product(), last.first().copied().unwrap_or(0));
         let x = match l.contiguous_offsets() {
             Some((a, b)) => &s.as_slice::<f32>()?[a..b],
             None => candle_core::bail!("frozen-matmul: input must be contiguous"),
@@ -137,16 +140,15 @@ impl CustomOp1 for FrozenMatmul {
             );
             out.set_len(m * n);
         };
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+        let mut out_dims = lead.to_vec();
+        out_dims.push(n);
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
 
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.w)?))
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let n = self.w.dim(0)?;
+        let g = grad.reshape(((), n))?;
+        Ok(Some(g.matmul(&self.w)?.reshape(x.shape())?))
     }
 }
 
@@ -209,16 +211,19 @@ impl Linear {
         let dims = x.dims();
         let (lead, k) = dims.split_at(dims.len() - 1);
         let m: usize = lead.iter().product();
+        if let Weight::Dense(w) = &self.weight {
+            if x.device().is_cpu() && x.dtype() == DType::F32 {
+                // Any rank in and out: no reshape nodes in the gradient graph.
+                let y = x.contiguous()?.apply_op1(FrozenMatmul { w: w.clone() })?;
+                return match &self.bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                };
+            }
+        }
         let x2 = x.reshape((m, k[0]))?;
         let y = match &self.weight {
-            Weight::Dense(w) => {
-                let x2 = x2.contiguous()?;
-                if x.device().is_cpu() && x.dtype() == DType::F32 {
-                    x2.apply_op1(FrozenMatmul { w: w.clone() })?
-                } else {
-                    x2.matmul(&w.t()?)?
-                }
-            }
+            Weight::Dense(w) => x2.contiguous()?.matmul(&w.t()?)?,
             Weight::Quantized(q) => q.forward(&x2)?,
         };
         let y = match &self.bias {
@@ -532,6 +537,16 @@ impl Rotary {
         self.cos.dims()[0]
     }
 
+    /// The fused gradient-path kernel for heads of width `head_dim`, when the rotation covers
+    /// the whole head.
+    pub(crate) fn fused_op(&self, head_dim: usize) -> Option<fused::RopeOp> {
+        (self.rot_dim == head_dim).then(|| fused::RopeOp {
+            cos: self.cos_host.clone(),
+            sin: self.sin_host.clone(),
+            interleaved: self.interleaved,
+        })
+    }
+
     /// Rotate `x: [b, heads, t, head_dim]` for positions `0..t`.
     pub fn apply(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, _, t, d) = x.dims4()?;
@@ -716,12 +731,12 @@ pub fn attention_softcapped(
         return attention_cpu(q, k, v, mask, scale, softcap, want_probs);
     }
     if !want_probs && fused::applies(&[q, k, v]) && mask.dims4()? == (b, 1, t, t) {
-        let op = fused::AttentionOp {
+        let op = fused::AttentionOp(fused::Scores {
             mask: mask.flatten_all()?.to_vec1::<f32>()?,
             masked: MASKED,
             scale: scale as f32,
             softcap: softcap.map(|c| c as f32),
-        };
+        });
         let out = q
             .contiguous()?
             .apply_op3(&k.contiguous()?, &v.contiguous()?, op)?;
@@ -749,6 +764,40 @@ pub fn attention_softcapped(
     let dv = out.dim(3)?;
     let out = out.transpose(1, 2)?.reshape((b, t, h * dv))?;
     Ok((out, want_probs.then_some(probs)))
+}
+
+/// Llama-style attention straight from the fused projection `qkv: [b, t, (h + 2 kv_h) d]`
+/// (query heads, then key heads, then value heads), with the rotary embedding over whole heads:
+/// one fused op on the gradient path. `None` when that op does not apply; then split the
+/// projection and call [`attention`].
+pub fn fused_qkv_attention(
+    qkv: &Tensor,
+    mask: &Tensor,
+    rotary: &Rotary,
+    heads: usize,
+    kv_heads: usize,
+    scale: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    let (b, t, w) = qkv.dims3()?;
+    let d = w / (heads + 2 * kv_heads);
+    if !fused::applies(&[qkv]) || mask.dims4()? != (b, 1, t, t) {
+        return Ok(None);
+    }
+    let Some(rope) = rotary.fused_op(d) else {
+        return Ok(None);
+    };
+    let op = fused::QkvAttentionOp {
+        scores: fused::Scores {
+            mask: mask.flatten_all()?.to_vec1::<f32>()?,
+            masked: MASKED,
+            scale: scale as f32,
+            softcap: None,
+        },
+        rope,
+        heads,
+        kv_heads,
+    };
+    Ok(Some(qkv.contiguous()?.apply_op1(op)?))
 }
 
 /// `[b, t, heads * d]` → `[b, heads, t, d]`.
