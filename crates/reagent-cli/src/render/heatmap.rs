@@ -48,7 +48,13 @@ impl Heatmap {
     pub fn render(&self, r: &AttributionResult, mut w: impl Write) -> Result<()> {
         let p = &r.provenance;
         let cfg = &p.config;
-        let mut header = format!("{} · {} · {} targets", p.model, p.method, r.targets.len());
+        let n = r.targets.len();
+        let mut header = format!(
+            "{} · {} · {n} target{}",
+            p.model,
+            p.method,
+            if n == 1 { "" } else { "s" }
+        );
         if let Some(sampler) = cfg["sampler"]["kind"].as_str() {
             header.push_str(&format!(" · sampler {sampler} · {} probes", cfg["probes"]));
         }
