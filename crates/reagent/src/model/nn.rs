@@ -560,15 +560,9 @@ impl Rotary {
         } else {
             (x.clone(), None)
         };
-        let rotated = if fused::applies(&[&rot]) {
-            let op = fused::RopeOp {
-                cos: self.cos_host.clone(),
-                sin: self.sin_host.clone(),
-                interleaved: self.interleaved,
-            };
-            rot.contiguous()?.apply_op1(op)?
-        } else {
-            self.rotate_candle(&rot, &cos, &sin, x.track_op())?
+        let rotated = match self.fused_op(self.rot_dim) {
+            Some(op) if fused::applies(&[&rot]) => rot.contiguous()?.apply_op1(op)?,
+            _ => self.rotate_candle(&rot, &cos, &sin, x.track_op())?,
         };
         match pass {
             Some(p) => Tensor::cat(&[&rotated, &p], D::Minus1),
