@@ -7,7 +7,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use common::*;
 use reagent::method::attention::{Attention, AttentionMethod};
 use reagent::method::gradient::{
@@ -22,45 +22,15 @@ const MODELS: &[&str] = &["llama_tied", "gpt2", "gemma3"];
 const GRAD_TOL: f32 = 1e-3;
 const ATTN_TOL: f32 = 1e-5;
 
-fn vec_f32(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn tensor2(v: &serde_json::Value) -> Tensor {
-    let rows: Vec<Vec<f32>> = v.as_array().unwrap().iter().map(vec_f32).collect();
-    let (r, c) = (rows.len(), rows[0].len());
-    Tensor::from_vec(rows.concat(), (r, c), &Device::Cpu).unwrap()
-}
-
 fn tensor3(v: &serde_json::Value) -> Tensor {
-    let mats: Vec<Tensor> = v.as_array().unwrap().iter().map(tensor2).collect();
+    let mats: Vec<Tensor> = v.as_array().unwrap().iter().map(matrix_of).collect();
     Tensor::stack(&mats, 0).unwrap()
 }
 
 /// max |a - b| / max |b| over vectors.
 fn rel(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b
-        .iter()
-        .fold(0f32, |m, x| m.max(x.abs()))
-        .max(f32::MIN_POSITIVE);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-        / scale
-}
-
-fn abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    max_abs_diff_vec(a, b) / scale.max(f32::MIN_POSITIVE)
 }
 
 #[test]
@@ -70,8 +40,8 @@ fn gauss_legendre_matches_numpy() {
     let (a, w) = gauss_legendre(50);
     let a: Vec<f32> = a.iter().map(|&x| x as f32).collect();
     let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
-    assert!(abs_diff(&a, &vec_f32(&ig["alphas"])) < 1e-7);
-    assert!(abs_diff(&w, &vec_f32(&ig["step_sizes"])) < 1e-7);
+    assert!(max_abs_diff_vec(&a, &floats_of(&ig["alphas"])) < 1e-7);
+    assert!(max_abs_diff_vec(&w, &floats_of(&ig["step_sizes"])) < 1e-7);
 }
 
 #[test]
@@ -99,19 +69,19 @@ fn baselines_match_captum_and_inseq() -> TestResult {
             let ids = Tensor::new(ctx.as_slice(), model.device())?.unsqueeze(0)?;
             let x = model.embed(&ids)?;
             let g = gradients(model, &x, y, Attributed::Probability)?.squeeze(0)?;
-            let r = rel_diff(&g, &tensor2(&case["gradient"]));
+            let r = rel_diff(&g, &matrix_of(&case["gradient"]));
             assert!(r < GRAD_TOL, "{tag}: gradient differs by {r}");
 
             // Saliency (|grad|, reduced) and gradient norm (of log p, the paper's `norm`).
             let sal = l2_normalized(&g.abs()?)?;
             assert!(
-                rel(&sal, &vec_f32(&meth["saliency"]["scores"])) < GRAD_TOL,
+                rel(&sal, &floats_of(&meth["saliency"]["scores"])) < GRAD_TOL,
                 "{tag}: saliency"
             );
             let gn = Gradient::new(GradientMethod::GradientNorm, unk, 0)?
                 .attribute(model, &ctx, y, 0, &NoProgress)?
                 .scores;
-            let norms = vec_f32(&case["reagent_paper"]["norm"]["raw"]);
+            let norms = floats_of(&case["reagent_paper"]["norm"]["raw"]);
             let sum: f32 = norms.iter().sum();
             let want: Vec<f32> = norms.iter().map(|v| v / sum).collect();
             assert!(
@@ -123,7 +93,7 @@ fn baselines_match_captum_and_inseq() -> TestResult {
                 .attribute(model, &ctx, y, 0, &NoProgress)?
                 .scores;
             assert!(
-                rel(&ixg, &vec_f32(&meth["input_x_gradient"]["scores"])) < GRAD_TOL,
+                rel(&ixg, &floats_of(&meth["input_x_gradient"]["scores"])) < GRAD_TOL,
                 "{tag}: input x gradient"
             );
 
@@ -135,10 +105,10 @@ fn baselines_match_captum_and_inseq() -> TestResult {
                 let ig = Gradient::new(GradientMethod::integrated_gradients(), unk, 0)?;
                 let (raw, delta) = ig.integrated_gradients(model, &ctx, y, 50, baseline)?;
                 let want = &meth[key];
-                let r = rel_diff(&raw, &tensor2(&want["raw"]));
+                let r = rel_diff(&raw, &matrix_of(&want["raw"]));
                 assert!(r < GRAD_TOL, "{tag}: {key} raw differs by {r}");
                 assert!(
-                    rel(&l2_normalized(&raw)?, &vec_f32(&want["scores"])) < GRAD_TOL,
+                    rel(&l2_normalized(&raw)?, &floats_of(&want["scores"])) < GRAD_TOL,
                     "{tag}: {key} scores"
                 );
                 let want_delta = want["convergence_delta"].as_f64().unwrap() as f32;
@@ -170,14 +140,14 @@ fn baselines_match_captum_and_inseq() -> TestResult {
                         .map(|v| v.as_u64().unwrap() as usize)
                         .collect(),
                     noise,
-                    coefficients: vec_f32(&d["rand_coefficients"]),
+                    coefficients: floats_of(&d["rand_coefficients"]),
                 };
                 let shap = Gradient::new(GradientMethod::gradient_shap(), unk, 0)?;
                 let (raw, scores) = shap.gradient_shap(model, &ctx, y, &baselines, &draws)?;
-                let r = rel_diff(&raw, &tensor2(&want["raw"]));
+                let r = rel_diff(&raw, &matrix_of(&want["raw"]));
                 assert!(r < GRAD_TOL, "{tag}: {key} raw differs by {r}");
                 assert!(
-                    rel(&scores, &vec_f32(&want["scores"])) < GRAD_TOL,
+                    rel(&scores, &floats_of(&want["scores"])) < GRAD_TOL,
                     "{tag}: {key} scores"
                 );
             }
@@ -189,7 +159,7 @@ fn baselines_match_captum_and_inseq() -> TestResult {
                 ("attention_rollout", AttentionMethod::Rollout),
             ] {
                 let s = Attention(method).scores(model, &ctx)?;
-                let d = abs_diff(&s, &vec_f32(&meth[key]["scores"]));
+                let d = max_abs_diff_vec(&s, &floats_of(&meth[key]["scores"]));
                 assert!(d < ATTN_TOL, "{tag}: {key} differs by {d}");
             }
 
@@ -197,7 +167,7 @@ fn baselines_match_captum_and_inseq() -> TestResult {
             let occ = Occlusion::new(unk)
                 .attribute(model, &ctx, y, 0, &NoProgress)?
                 .scores;
-            let d = abs_diff(&occ, &vec_f32(&meth["occlusion"]["scores"]));
+            let d = max_abs_diff_vec(&occ, &floats_of(&meth["occlusion"]["scores"]));
             assert!(d < 1e-5, "{tag}: occlusion differs by {d}");
             eprintln!("{tag}: ok");
         }

@@ -7,7 +7,6 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
 use common::*;
 use reagent::eval::metrics::{Faithfulness, SoftMasks};
 use reagent::model::{load_causal, LoadOptions};
@@ -23,16 +22,6 @@ const TOL: f32 = 1e-5;
 
 fn f(v: &serde_json::Value) -> f32 {
     v.as_f64().unwrap() as f32
-}
-
-fn vec_f32(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(f).collect()
-}
-
-fn mask(v: &serde_json::Value) -> Tensor {
-    let rows: Vec<Vec<f32>> = v.as_array().unwrap().iter().map(vec_f32).collect();
-    let (l, h) = (rows.len(), rows[0].len());
-    Tensor::from_vec(rows.concat(), (l, h), &Device::Cpu).unwrap()
 }
 
 fn close(a: Option<f32>, want: &serde_json::Value, what: &str) {
@@ -57,13 +46,13 @@ fn metrics_match_the_paper_evaluators() -> TestResult {
             &format!("{case}: suff0"),
         );
         for which in ["method", "random"] {
-            let scores = vec_f32(&fx["scores"][which]);
+            let scores = floats_of(&fx["scores"][which]);
             let draws = fx["soft"][which]["draws"].as_array().unwrap();
             let masks: Vec<SoftMasks> = draws
                 .iter()
                 .map(|d| SoftMasks {
-                    suff: mask(&d["suff_keep_mask"]),
-                    comp: mask(&d["comp_keep_mask"]),
+                    suff: matrix_of(&d["suff_keep_mask"]),
+                    comp: matrix_of(&d["comp_keep_mask"]),
                 })
                 .collect();
             let got = faith.soft(&masks)?;

@@ -23,22 +23,6 @@ const CASES: &[&str] = &[
     "e_short_context",
 ];
 
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn reagent_matches_reference_on_recorded_streams() -> TestResult {
     let model = load_causal(
@@ -92,10 +76,10 @@ fn reagent_matches_reference_on_recorded_streams() -> TestResult {
             "{case}: converged probes"
         );
         for (p, want) in e["final_scores"].as_array().unwrap().iter().enumerate() {
-            let d = max_diff(&t.final_scores[p], &floats(want));
+            let d = max_abs_diff_vec(&t.final_scores[p], &floats_of(want));
             assert!(d < 1e-5, "{case}: probe {p} scores differ by {d}");
         }
-        let d = max_diff(&t.mean, &floats(&e["mean_importance"]));
+        let d = max_abs_diff_vec(&t.mean, &floats_of(&e["mean_importance"]));
         assert!(d < 1e-5, "{case}: mean importance differs by {d}");
         assert!(
             t.mean.iter().all(|v| v.is_finite()),

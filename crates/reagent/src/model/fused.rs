@@ -45,6 +45,43 @@ pub(crate) fn applies(xs: &[&Tensor]) -> bool {
         && xs.iter().any(|x| x.track_op())
 }
 
+/// `f(out_row, in_row)` over the rows of `x` (`width` wide; output rows `out_width` wide), in
+/// parallel.
+fn map_rows(
+    x: &[f32],
+    width: usize,
+    out_width: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) -> Vec<f32> {
+    if width == 0 || out_width == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![0f32; x.len() / width * out_width];
+    out.par_chunks_mut(out_width)
+        .zip(x.par_chunks(width))
+        .for_each(|(o, x)| f(o, x));
+    out
+}
+
+/// The input gradient of a row-wise op: `f(dx_row, x_row, grad_row)` over the rows of the
+/// input `x` (`width` wide) and of `grad` (`grad_width` wide), as a tensor shaped like `x`.
+fn row_grads(
+    x: &Tensor,
+    grad: &Tensor,
+    grad_width: usize,
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync,
+) -> R<Option<Tensor>> {
+    let width = x.dim(candle_core::D::Minus1)?;
+    let (xs, gs) = (host(x)?, host(grad)?);
+    let mut dx = vec![0f32; xs.len()];
+    if width > 0 && grad_width > 0 {
+        dx.par_chunks_mut(width)
+            .zip(xs.par_chunks(width).zip(gs.par_chunks(grad_width)))
+            .for_each(|(d, (x, g))| f(d, x, g));
+    }
+    Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Normalisation
 
@@ -54,54 +91,45 @@ pub(crate) struct RmsNormOp {
     pub eps: f32,
 }
 
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
 impl CustomOp1 for RmsNormOp {
     fn name(&self) -> &'static str {
         "fused-rms-norm"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
         let h = last_dim(l)?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h)
-            .zip(x.par_chunks(h))
-            .for_each(|(o, x)| {
-                let r = inv_rms(x, self.eps);
-                for ((o, &x), &w) in o.iter_mut().zip(x).zip(&self.w) {
-                    *o = x * r * w;
-                }
-            });
+        let out = map_rows(data(s, l, self.name())?, h, h, |o, x| {
+            let r = inv_rms(x, self.eps);
+            for ((o, &x), &w) in o.iter_mut().zip(x).zip(&self.w) {
+                *o = x * r * w;
+            }
+        });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> R<Option<Tensor>> {
         let h = x.dim(candle_core::D::Minus1)?;
-        let (xs, gs) = (host(x)?, host(grad)?);
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(h)
-            .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
-            .for_each(|(d, (x, g))| {
-                // y_i = x_i r w_i with r = (mean x^2 + eps)^-1/2:
-                // dx_i = r w_i g_i - x_i r^3 (sum_j w_j g_j x_j) / h
-                let r = inv_rms(x, self.eps);
-                let dot: f32 = x
-                    .iter()
-                    .zip(g)
-                    .zip(&self.w)
-                    .map(|((x, g), w)| x * g * w)
-                    .sum();
-                let c = r * r * r * dot / h as f32;
-                for (((d, &x), &g), &w) in d.iter_mut().zip(x).zip(g).zip(&self.w) {
-                    *d = r * w * g - x * c;
-                }
-            });
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        row_grads(x, grad, h, |d, x, g| {
+            // y_i = x_i r w_i with r = (mean x^2 + eps)^-1/2:
+            // dx_i = r w_i g_i - x_i r^3 (sum_j w_j g_j x_j) / h
+            let r = inv_rms(x, self.eps);
+            let dot: f32 = x
+                .iter()
+                .zip(g)
+                .zip(&self.w)
+                .map(|((x, g), w)| x * g * w)
+                .sum();
+            let c = r * r * r * dot / h as f32;
+            for (((d, &x), &g), &w) in d.iter_mut().zip(x).zip(g).zip(&self.w) {
+                *d = r * w * g - x * c;
+            }
+        })
     }
-}
-
-fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    1.0 / (ms + eps).sqrt()
 }
 
 /// LayerNorm over the last dimension with weight and bias.
@@ -124,44 +152,34 @@ impl CustomOp1 for LayerNormOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
         let h = last_dim(l)?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(h)
-            .zip(x.par_chunks(h))
-            .for_each(|(o, x)| {
-                let (mean, r) = mean_inv_std(x, self.eps);
-                for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(&self.w).zip(&self.b) {
-                    *o = (x - mean) * r * w + b;
-                }
-            });
+        let out = map_rows(data(s, l, self.name())?, h, h, |o, x| {
+            let (mean, r) = mean_inv_std(x, self.eps);
+            for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(&self.w).zip(&self.b) {
+                *o = (x - mean) * r * w + b;
+            }
+        });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> R<Option<Tensor>> {
         let h = x.dim(candle_core::D::Minus1)?;
-        let (xs, gs) = (host(x)?, host(grad)?);
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(h)
-            .zip(xs.par_chunks(h).zip(gs.par_chunks(h)))
-            .for_each(|(d, (x, g))| {
-                // with x^ = (x - mean) r and u = w g:
-                // dx = r (u - mean(u) - x^ mean(u x^))
-                let (mean, r) = mean_inv_std(x, self.eps);
-                let n = h as f32;
-                let (mut su, mut sux) = (0f32, 0f32);
-                for ((&x, &g), &w) in x.iter().zip(g).zip(&self.w) {
-                    let u = w * g;
-                    su += u;
-                    sux += u * (x - mean) * r;
-                }
-                let (mu, mux) = (su / n, sux / n);
-                for (((d, &x), &g), &w) in d.iter_mut().zip(x).zip(g).zip(&self.w) {
-                    let xh = (x - mean) * r;
-                    *d = r * (w * g - mu - xh * mux);
-                }
-            });
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        row_grads(x, grad, h, |d, x, g| {
+            // with x^ = (x - mean) r and u = w g: dx = r (u - mean(u) - x^ mean(u x^))
+            let (mean, r) = mean_inv_std(x, self.eps);
+            let n = h as f32;
+            let (mut su, mut sux) = (0f32, 0f32);
+            for ((&x, &g), &w) in x.iter().zip(g).zip(&self.w) {
+                let u = w * g;
+                su += u;
+                sux += u * (x - mean) * r;
+            }
+            let (mu, mux) = (su / n, sux / n);
+            for (((d, &x), &g), &w) in d.iter_mut().zip(x).zip(g).zip(&self.w) {
+                let xh = (x - mean) * r;
+                *d = r * (w * g - mu - xh * mux);
+            }
+        })
     }
 }
 
@@ -211,29 +229,22 @@ impl CustomOp1 for ActOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(4096)
-            .zip(x.par_chunks(4096))
-            .for_each(|(o, x)| {
-                for (o, &z) in o.iter_mut().zip(x) {
-                    *o = act_and_slope(self.0, z).0;
-                }
-            });
+        let h = last_dim(l)?;
+        let out = map_rows(data(s, l, self.name())?, h, h, |o, x| {
+            for (o, &z) in o.iter_mut().zip(x) {
+                *o = act_and_slope(self.0, z).0;
+            }
+        });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> R<Option<Tensor>> {
-        let (xs, gs) = (host(x)?, host(grad)?);
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(4096)
-            .zip(xs.par_chunks(4096).zip(gs.par_chunks(4096)))
-            .for_each(|(d, (x, g))| {
-                for ((d, &z), &g) in d.iter_mut().zip(x).zip(g) {
-                    *d = g * act_and_slope(self.0, z).1;
-                }
-            });
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        let h = x.dim(candle_core::D::Minus1)?;
+        row_grads(x, grad, h, |d, x, g| {
+            for ((d, &z), &g) in d.iter_mut().zip(x).zip(g) {
+                *d = g * act_and_slope(self.0, z).1;
+            }
+        })
     }
 }
 
@@ -246,40 +257,30 @@ impl CustomOp1 for GatedOp {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> R<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
         let two_n = last_dim(l)?;
         let n = two_n / 2;
-        let mut out = vec![0f32; x.len() / 2];
-        out.par_chunks_mut(n)
-            .zip(x.par_chunks(two_n))
-            .for_each(|(o, row)| {
-                let (g, u) = row.split_at(n);
-                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                    *o = act_and_slope(self.0, g).0 * u;
-                }
-            });
+        let out = map_rows(data(s, l, self.name())?, two_n, n, |o, row| {
+            let (g, u) = row.split_at(n);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = act_and_slope(self.0, g).0 * u;
+            }
+        });
         let mut dims = l.dims().to_vec();
         *dims.last_mut().expect("rank >= 1") = n;
         Ok((CpuStorage::F32(out), Shape::from(dims)))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> R<Option<Tensor>> {
-        let two_n = x.dim(candle_core::D::Minus1)?;
-        let n = two_n / 2;
-        let (xs, gs) = (host(x)?, host(grad)?);
-        let mut dx = vec![0f32; xs.len()];
-        dx.par_chunks_mut(two_n)
-            .zip(xs.par_chunks(two_n).zip(gs.par_chunks(n)))
-            .for_each(|(d, (row, g))| {
-                let (gate, up) = row.split_at(n);
-                let (dgate, dup) = d.split_at_mut(n);
-                for i in 0..n {
-                    let (a, da) = act_and_slope(self.0, gate[i]);
-                    dgate[i] = g[i] * up[i] * da;
-                    dup[i] = g[i] * a;
-                }
-            });
-        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
+        let n = x.dim(candle_core::D::Minus1)? / 2;
+        row_grads(x, grad, n, |d, row, g| {
+            let (gate, up) = row.split_at(n);
+            let (dgate, dup) = d.split_at_mut(n);
+            for i in 0..n {
+                let (a, da) = act_and_slope(self.0, gate[i]);
+                dgate[i] = g[i] * up[i] * da;
+                dup[i] = g[i] * a;
+            }
+        })
     }
 }
 
@@ -415,8 +416,19 @@ impl Scores {
         }
     }
 
-    /// Forward for batch row `bi`: `out: [t, h * dv]`.
-    fn forward_row(&self, bi: usize, n: Heads, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    /// Forward for batch row `bi`: `out: [t, h * dv]` and, on request, the probabilities
+    /// `probs: [h, t, t]`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_row(
+        &self,
+        bi: usize,
+        n: Heads,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        out: &mut [f32],
+        mut probs: Option<&mut [f32]>,
+    ) {
         let Heads { h, kv_h, t, d, dv } = n;
         let rep = h / kv_h;
         let (mut p, mut slope) = (vec![0f32; t], vec![0f32; t]);
@@ -427,6 +439,9 @@ impl Scores {
             let vh = &v[kvl * t * dv..][..t * dv];
             for i in 0..t {
                 self.probs(bi, i, &qh[i * d..][..d], kh, &mut p, &mut slope);
+                if let Some(pr) = probs.as_deref_mut() {
+                    pr[(hi * t + i) * t..][..t].copy_from_slice(&p);
+                }
                 let oi = &mut out[(i * h + hi) * dv..][..dv];
                 for (&w, vj) in p.iter().zip(vh.chunks_exact(dv)) {
                     if w != 0.0 {
@@ -496,6 +511,46 @@ impl Scores {
     }
 }
 
+/// Attention over a whole batch of host data, `q: [b, h, t, d]`, `k: [b, kv_h, t, d]`,
+/// `v: [b, kv_h, t, dv]`: the output `[b, t, h * dv]` and, when `want_probs`, the
+/// probabilities `[b, h, t, t]` (else empty). One task per batch row.
+pub(crate) fn attention_batch(
+    scores: &Scores,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    (b, h, kv_h, t, d, dv): (usize, usize, usize, usize, usize, usize),
+    want_probs: bool,
+) -> R<(Vec<f32>, Vec<f32>)> {
+    if scores.mask.len() != b * t * t || kv_h == 0 || h % kv_h != 0 {
+        candle_core::bail!("attention: mask is not [b, 1, t, t] or heads do not group");
+    }
+    let n = Heads { h, kv_h, t, d, dv };
+    let row = |bi: usize, o: &mut [f32], p: Option<&mut [f32]>| {
+        scores.forward_row(
+            bi,
+            n,
+            &q[bi * h * t * d..][..h * t * d],
+            &k[bi * kv_h * t * d..][..kv_h * t * d],
+            &v[bi * kv_h * t * dv..][..kv_h * t * dv],
+            o,
+            p,
+        )
+    };
+    let mut out = vec![0f32; b * t * h * dv];
+    let mut probs = Vec::new();
+    if want_probs {
+        probs = vec![0f32; b * h * t * t];
+        out.par_chunks_mut(t * h * dv)
+            .zip(probs.par_chunks_mut(h * t * t))
+            .enumerate()
+            .for_each(|(bi, (o, p))| row(bi, o, Some(p)));
+    } else {
+        out.par_chunks_mut(t * h * dv)
+            .enumerate()
+            .for_each(|(bi, o)| row(bi, o, None));
+    }
+    Ok((out, probs))
+}
+
 /// Scaled dot-product attention of `q: [b, h, t, d]` over `k: [b, kv_h, t, d]`,
 /// `v: [b, kv_h, t, dv]` (grouped-query heads share kv heads by index). Output `[b, t, h * dv]`.
 pub(crate) struct AttentionOp(pub Scores);
@@ -526,24 +581,8 @@ impl CustomOp3 for AttentionOp {
             data(s2, l2, self.name())?,
             data(s3, l3, self.name())?,
         );
-        let (b, n) = heads4(l1.shape(), l2.shape(), l3.shape())?;
-        let Heads { h, kv_h, t, d, dv } = n;
-        if self.0.mask.len() != b * t * t {
-            candle_core::bail!("fused-attention: mask is not [b, 1, t, t]");
-        }
-        let mut out = vec![0f32; b * t * h * dv];
-        out.par_chunks_mut(t * h * dv)
-            .enumerate()
-            .for_each(|(bi, o)| {
-                self.0.forward_row(
-                    bi,
-                    n,
-                    &q[bi * h * t * d..][..h * t * d],
-                    &k[bi * kv_h * t * d..][..kv_h * t * d],
-                    &v[bi * kv_h * t * dv..][..kv_h * t * dv],
-                    o,
-                )
-            });
+        let (b, Heads { h, kv_h, t, d, dv }) = heads4(l1.shape(), l2.shape(), l3.shape())?;
+        let (out, _) = attention_batch(&self.0, (q, k, v), (b, h, kv_h, t, d, dv), false)?;
         Ok((CpuStorage::F32(out), Shape::from((b, t, h * dv))))
     }
 
@@ -657,7 +696,7 @@ impl CustomOp1 for QkvAttentionOp {
             .enumerate()
             .for_each(|(bi, o)| {
                 let (q, k, v) = self.split(n, &x[bi * t * w..][..t * w]);
-                self.scores.forward_row(bi, n, &q, &k, &v, o);
+                self.scores.forward_row(bi, n, &q, &k, &v, o, None);
             });
         Ok((CpuStorage::F32(out), Shape::from((b, t, h * d))))
     }

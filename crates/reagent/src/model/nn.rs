@@ -812,92 +812,21 @@ fn attention_cpu(
     softcap: Option<f64>,
     want_probs: bool,
 ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-    use rayon::prelude::*;
     let (b, h, t, d) = q.dims4()?;
     let kv_h = k.dim(1)?;
     let dv = v.dim(3)?;
-    let rep = h / kv_h;
-    let (q, k, v, mask) = (
-        q.contiguous()?,
-        k.contiguous()?,
-        v.contiguous()?,
-        mask.contiguous()?,
-    );
-    let mut out = vec![0f32; b * t * h * dv];
-    let mut probs = if want_probs {
-        vec![0f32; b * h * t * t]
-    } else {
-        Vec::new()
+    let scores = fused::Scores {
+        mask: mask.flatten_all()?.to_vec1::<f32>()?,
+        masked: MASKED,
+        scale: scale as f32,
+        softcap: softcap.map(|c| c as f32),
     };
-    let scale = scale as f32;
-    let cap = softcap.map(|c| c as f32);
-    let mut run = |q: &[f32], k: &[f32], v: &[f32], mask: &[f32]| {
-        // One batch row: out [t, h, dv], probs [h, t, t].
-        let body = |bi: usize, o: &mut [f32], mut p: Option<&mut [f32]>| {
-            let mut row = vec![0f32; t];
-            for hi in 0..h {
-                let kvi = bi * kv_h + hi / rep;
-                let qh = &q[(bi * h + hi) * t * d..(bi * h + hi + 1) * t * d];
-                let kh = &k[kvi * t * d..(kvi + 1) * t * d];
-                let vh = &v[kvi * t * dv..(kvi + 1) * t * dv];
-                for i in 0..t {
-                    let m = &mask[(bi * t + i) * t..(bi * t + i + 1) * t];
-                    let qi = &qh[i * d..(i + 1) * d];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, (x, &mj)) in row.iter_mut().zip(m).enumerate() {
-                        if mj == MASKED {
-                            *x = f32::NEG_INFINITY;
-                            continue;
-                        }
-                        let mut s = dot(qi, &kh[j * d..(j + 1) * d]) * scale;
-                        if let Some(c) = cap {
-                            s = (s / c).tanh() * c;
-                        }
-                        s += mj;
-                        *x = s;
-                        max = max.max(s);
-                    }
-                    let mut sum = 0f32;
-                    for x in row.iter_mut() {
-                        *x = if *x == f32::NEG_INFINITY {
-                            0.0
-                        } else {
-                            (*x - max).exp()
-                        };
-                        sum += *x;
-                    }
-                    let inv = 1.0 / sum;
-                    let oi = &mut o[(i * h + hi) * dv..(i * h + hi + 1) * dv];
-                    for (x, vj) in row.iter_mut().zip(vh.chunks_exact(dv)) {
-                        if *x == 0.0 {
-                            continue;
-                        }
-                        *x *= inv;
-                        let w = *x;
-                        for (a, &bv) in oi.iter_mut().zip(vj) {
-                            *a += w * bv;
-                        }
-                    }
-                    if let Some(p) = p.as_deref_mut() {
-                        p[(hi * t + i) * t..(hi * t + i + 1) * t].copy_from_slice(&row);
-                    }
-                }
-            }
-        };
-        if want_probs {
-            out.par_chunks_mut(t * h * dv)
-                .zip(probs.par_chunks_mut(h * t * t))
-                .enumerate()
-                .for_each(|(bi, (o, p))| body(bi, o, Some(p)));
-        } else {
-            out.par_chunks_mut(t * h * dv)
-                .enumerate()
-                .for_each(|(bi, o)| body(bi, o, None));
-        }
-    };
-    with_f32(&q, |qs| {
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let (out, probs) = with_f32(&q, |qs| {
         with_f32(&k, |ks| {
-            with_f32(&v, |vs| with_f32(&mask, |ms| run(qs, ks, vs, ms)))
+            with_f32(&v, |vs| {
+                fused::attention_batch(&scores, (qs, ks, vs), (b, h, kv_h, t, d, dv), want_probs)
+            })
         })
     })????;
     let out = Tensor::from_vec(out, (b, t, h * dv), q.device())?;

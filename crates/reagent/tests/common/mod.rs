@@ -77,3 +77,28 @@ pub fn ids_of(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// A JSON list of numbers as f32.
+pub fn floats_of(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("number list")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+/// A JSON list of equal-length number lists as a `[rows, cols]` tensor.
+pub fn matrix_of(v: &serde_json::Value) -> Tensor {
+    let rows: Vec<Vec<f32>> = v.as_array().expect("rows").iter().map(floats_of).collect();
+    let (r, c) = (rows.len(), rows[0].len());
+    Tensor::from_vec(rows.concat(), (r, c), &Device::Cpu).unwrap()
+}
+
+/// max |a - b| over two equal-length vectors.
+pub fn max_abs_diff_vec(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
