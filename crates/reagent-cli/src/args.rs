@@ -86,6 +86,29 @@ pub enum SamplerArg {
     Mlm,
     /// The attributed model's own greedy prediction from the prefix.
     Causal,
+    /// A draw from the attributed model's own distribution given the prefix (top 64, the
+    /// original token excluded): in-context substitutes at no extra cost.
+    Context,
+}
+
+/// How ReAGent's perturbations become scores.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadoutArg {
+    /// The reference: mean of the converged probes' recursive scores.
+    Reference,
+    /// Per position, mean change where replaced minus mean change where kept, over all updates.
+    MaskDiff,
+    /// Ridge regression of the change on the replacement masks, over all updates.
+    Regression,
+}
+
+/// How the reference read-out combines converged probes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeWeightingArg {
+    /// A plain mean (the reference).
+    Mean,
+    /// Weighted by the number of updates each probe made.
+    Steps,
 }
 
 /// How the MLM sampler picks its prediction.
@@ -159,6 +182,22 @@ pub struct ReagentArgs {
     /// How the MLM sampler picks its prediction.
     #[arg(long, value_enum, default_value = "argmax")]
     pub mlm_pick: MlmPickArg,
+    /// Variant: how scores are read out of the perturbations [reference].
+    #[arg(long, value_enum)]
+    pub readout: Option<ReadoutArg>,
+    /// Variant: a probe may stop only after this many update steps [0].
+    #[arg(long)]
+    pub min_steps: Option<usize>,
+    /// Variant: how converged probes are combined by the reference read-out [mean].
+    #[arg(long, value_enum)]
+    pub probe_weighting: Option<ProbeWeightingArg>,
+    /// Variant: also stop when the top-n positions have not changed for this many steps [0: off].
+    #[arg(long)]
+    pub stable_window: Option<usize>,
+    /// Variant: choose the replacing ratio per target with pilot draws, halving it until the
+    /// median perturbed probability keeps half of the original.
+    #[arg(long)]
+    pub adaptive_ratio: bool,
 }
 
 #[derive(Args, Debug)]
@@ -277,6 +316,18 @@ pub struct EvaluateArgs {
     /// Soft-metric mask draws averaged per attributed token.
     #[arg(long, default_value_t = 4)]
     pub mask_draws: usize,
+
+    /// Add a ReAGent variant under its own name, starting from the ReAGent flags and changing
+    /// the listed settings, e.g. `--variant reagent-md:readout=mask_diff,replacing_ratio=0.1`.
+    /// Settings are ReAGent's configuration fields (probes, max_steps, keep_top_n, stop_top_k,
+    /// replacing_ratio, objective, readout, min_steps, probe_weighting, stable_window,
+    /// adaptive_ratio) and sampler. Repeatable; the name must start with "reagent".
+    #[arg(long = "variant", value_name = "NAME:KEY=VALUE,...")]
+    pub variants: Vec<String>,
+
+    /// Skip the second run of stochastic methods that measures agreement between random streams.
+    #[arg(long)]
+    pub no_stability: bool,
 
     #[command(flatten)]
     pub baselines: BaselineArgs,

@@ -371,7 +371,115 @@ fn bad_input_gets_one_line_errors() {
         "not a masked LM",
     );
     fails(&["attribute", "-m", &tiny("bert"), "-p", "hi"], "masked LM");
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            "hi",
+            "--min-steps",
+            "50",
+            "--max-steps",
+            "10",
+        ],
+        "--min-steps",
+    );
+    let out = dir.join("ev");
+    let out = out.to_str().unwrap();
+    let ev = |variant: &str| -> Vec<String> {
+        [
+            "evaluate",
+            "-m",
+            &llama,
+            "--dataset",
+            "data/wikibio.txt",
+            "--out",
+            out,
+            "--variant",
+            variant,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let check = |variant: &str, needle: &str| {
+        let args = ev(variant);
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        fails(&args, needle);
+    };
+    check("reagent-x:bogus=1", "unknown field `bogus`");
+    check("other:readout=mask_diff", "must start with");
+    check("reagent-x:readout=nope", "readout");
+    check(
+        "reagent-x:replacing_ratio=2",
+        "replacing_ratio must be in (0, 1]",
+    );
+    check("reagent-x:sampler=nope", "unknown sampler");
+    check("reagent:probes=3", "appears twice");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Variants run beside the reference under their own names, with intervals and paired tests.
+#[test]
+fn evaluate_runs_variants_with_paired_tests() {
+    let out = std::env::temp_dir().join(format!("reagent-cli-variants-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let report = ok(&reagent(&[
+        "evaluate",
+        "-m",
+        &tiny("llama_tied"),
+        "--dataset",
+        "data/wikibio.txt",
+        "--methods",
+        "reagent,occlusion",
+        "--variant",
+        "reagent-md:readout=mask_diff,min_steps=4,max_steps=4",
+        "--variant",
+        "reagent-ctx:readout=regression,sampler=context,max_steps=4,min_steps=4",
+        "--probes",
+        "3",
+        "--max-steps",
+        "10",
+        "--limit",
+        "3",
+        "--new-tokens",
+        "2",
+        "-q",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    for row in [
+        "| reagent |",
+        "| reagent-md |",
+        "| reagent-ctx |",
+        "| occlusion |",
+        "| random |",
+    ] {
+        assert!(report.contains(row), "{row} missing:\n{report}");
+    }
+    assert!(report.contains("Paired comparisons"), "{report}");
+    assert!(
+        report.contains("| reagent-md | occlusion | soft_nc | 3 |"),
+        "{report}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let methods = run["methods"].as_array().unwrap();
+    let md = methods.iter().find(|m| m[0] == "reagent-md").unwrap();
+    assert_eq!(md[1]["readout"], "mask_diff");
+    assert_eq!(md[1]["probes"], 3);
+    // Every stochastic method was run twice and its agreement recorded.
+    let records = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    for line in records.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let stochastic =
+            v["method"].as_str().unwrap().starts_with("reagent") || v["method"] == "random";
+        for t in v["targets"].as_array().unwrap() {
+            assert_eq!(t.get("stability").is_some(), stochastic, "{line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 /// The MLM sampler on tiny BERT/RoBERTa fixtures: text mapping and shared-vocabulary mapping.
@@ -442,12 +550,21 @@ fn hub_ids_resolve_through_the_local_cache() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
-/// `summary.csv` without the timing column, and the result records without wall times.
+/// `summary.csv` without its timing column, and the result records without wall times.
 fn comparable(dir: &std::path::Path) -> (String, Vec<serde_json::Value>) {
     let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let timing = header
+        .iter()
+        .position(|h| *h == "seconds_per_token")
+        .expect("a timing column");
     let csv: String = csv
         .lines()
-        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .map(|l| {
+            let mut cells: Vec<&str> = l.split(',').collect();
+            cells.remove(timing);
+            cells.join(",") + "\n"
+        })
         .collect();
     let mut records: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("results.jsonl"))
         .unwrap()

@@ -38,6 +38,7 @@ pub mod method;
 pub mod model;
 pub mod result;
 pub mod tokenizer;
+pub mod util;
 
 pub use attribute::{attribute, JobProgress, Plan, Targets};
 pub use error::{Error, Result};

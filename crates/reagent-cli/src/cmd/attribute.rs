@@ -8,12 +8,13 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::method::reagent::{
-    build_sampler, MlmPick, Objective, Reagent, ReagentConfig, SamplerKind,
+    build_sampler, MlmPick, Objective, ProbeWeighting, Readout, Reagent, ReagentConfig, SamplerKind,
 };
-use reagent::{attribute, JobProgress, LoadOptions, Plan, Progress, Targets, WordAggregation};
+use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
 
 use crate::args::{
-    AttributeArgs, MlmPickArg, ObjectiveArg, PresetArg, ReagentArgs, SamplerArg, WordsArg,
+    AttributeArgs, MlmPickArg, ObjectiveArg, PresetArg, ProbeWeightingArg, ReadoutArg, ReagentArgs,
+    SamplerArg, WordsArg,
 };
 use crate::render::{Heatmap, Json};
 
@@ -40,6 +41,9 @@ pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
     }
     if let Some(v) = a.keep_ratio {
         c.keep_ratio = Some(v);
+        if a.keep_top_n.is_none() {
+            c.keep_top_n = 0;
+        }
     }
     if let Some(v) = a.stop_top_k {
         c.stop_top_k = v;
@@ -52,31 +56,67 @@ pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
         ObjectiveArg::TotalVariation => Objective::TotalVariation,
     };
     c.seed = a.seed;
-    c.validate()?;
+    if let Some(v) = a.readout {
+        c.readout = match v {
+            ReadoutArg::Reference => Readout::Reference,
+            ReadoutArg::MaskDiff => Readout::MaskDiff,
+            ReadoutArg::Regression => Readout::Regression,
+        };
+    }
+    if let Some(v) = a.min_steps {
+        c.min_steps = v;
+    }
+    if let Some(v) = a.probe_weighting {
+        c.probe_weighting = match v {
+            ProbeWeightingArg::Mean => ProbeWeighting::Mean,
+            ProbeWeightingArg::Steps => ProbeWeighting::Steps,
+        };
+    }
+    if let Some(v) = a.stable_window {
+        c.stable_window = v;
+    }
+    c.adaptive_ratio |= a.adaptive_ratio;
+    c.validate()
+        .map_err(|e| anyhow::anyhow!(with_flag(&e.to_string())))?;
     Ok(c)
 }
 
-/// Build the ReAGent method for a loaded model.
-pub fn build_reagent(a: &ReagentArgs, model: &reagent::LoadedModel) -> Result<Reagent> {
-    let cfg = reagent_config(a)?;
-    let kind = match a.sampler {
+/// A library message names a field (`replacing_ratio must be ...`); add the flag that sets it.
+pub fn with_flag(msg: &str) -> String {
+    let field: String = msg
+        .chars()
+        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+        .collect();
+    if field.contains('_') || ["probes", "readout", "sampler"].contains(&field.as_str()) {
+        format!("--{}: {msg}", field.replace('_', "-"))
+    } else {
+        msg.to_string()
+    }
+}
+
+/// The sampler a command line names.
+pub fn sampler_kind(a: SamplerArg) -> SamplerKind {
+    match a {
         SamplerArg::Pos => SamplerKind::Pos,
         SamplerArg::Uniform => SamplerKind::Uniform,
         SamplerArg::Mlm => SamplerKind::Mlm,
         SamplerArg::Causal => SamplerKind::Causal,
-    };
-    let mlm = match &a.mlm {
-        Some(spec) => Some(
-            reagent::load_masked(spec, &LoadOptions::default())
-                .with_context(|| format!("cannot load the MLM `{spec}`"))?,
-        ),
-        None => None,
-    };
+        SamplerArg::Context => SamplerKind::Context,
+    }
+}
+
+/// Build ReAGent from a configuration, with the sampler the arguments name.
+pub fn build_reagent_with(
+    cfg: ReagentConfig,
+    a: &ReagentArgs,
+    model: &reagent::LoadedModel,
+) -> Result<Reagent> {
+    let mlm = super::load_mlm(a)?;
     let pick = match a.mlm_pick {
         MlmPickArg::Argmax => MlmPick::Argmax,
         MlmPickArg::Sample => MlmPick::Sample,
     };
-    let sampler = build_sampler(kind, model, mlm.as_ref(), pick)?;
+    let sampler = build_sampler(sampler_kind(a.sampler), model, mlm.as_ref(), pick)?;
     Ok(Reagent::new(cfg, sampler)?)
 }
 

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::eval::datasets::Dataset;
 use reagent::eval::runner::{self, EvalConfig, EvalProgress, NamedMethod};
+use reagent::method::reagent::ReagentConfig;
 use reagent::{JobProgress, MethodKind, Progress};
 
 use crate::args::EvaluateArgs;
@@ -28,14 +29,70 @@ fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<N
     }
     kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
     kinds.dedup();
-    kinds
+    let mut methods: Vec<NamedMethod> = kinds
         .into_iter()
         .map(|k| {
-            Ok(NamedMethod {
-                method: super::build_method(k, &a.reagent, &a.baselines, model)?,
-            })
+            Ok(NamedMethod::new(super::build_method(
+                k,
+                &a.reagent,
+                &a.baselines,
+                model,
+            )?))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    for spec in &a.variants {
+        methods.push(build_variant(spec, &a.reagent, model)?);
+    }
+    Ok(methods)
+}
+
+/// `NAME:key=value,key=value`: a ReAGent variant of the command line's ReAGent settings.
+fn build_variant(
+    spec: &str,
+    base: &crate::args::ReagentArgs,
+    model: &reagent::LoadedModel,
+) -> Result<NamedMethod> {
+    let (name, settings) = spec
+        .split_once(':')
+        .with_context(|| format!("--variant `{spec}`: expected NAME:KEY=VALUE,..."))?;
+    let name = name.trim();
+    if !name.starts_with("reagent") || name.chars().any(|c| c.is_whitespace() || c == ',') {
+        bail!(
+            "--variant `{spec}`: the name must start with \"reagent\" and have no spaces or commas"
+        );
+    }
+    let mut cfg = serde_json::to_value(super::attribute::reagent_config(base)?)?;
+    let mut sampler = base.sampler;
+    for kv in settings.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--variant {name}: `{kv}` is not KEY=VALUE"))?;
+        let (k, v) = (k.trim().replace('-', "_"), v.trim());
+        if k == "sampler" {
+            sampler = <crate::args::SamplerArg as clap::ValueEnum>::from_str(v, true)
+                .map_err(|_| anyhow::anyhow!("--variant {name}: unknown sampler `{v}`"))?;
+            continue;
+        }
+        let value = serde_json::from_str::<serde_json::Value>(v)
+            .unwrap_or_else(|_| serde_json::Value::String(v.replace('-', "_")));
+        cfg[k.as_str()] = value;
+        // Check each setting as it comes, so the error names it.
+        serde_json::from_value::<ReagentConfig>(cfg.clone())
+            .map_err(|e| anyhow::anyhow!("--variant {name}: {k}: {e}"))?;
+    }
+    let cfg: ReagentConfig =
+        serde_json::from_value(cfg).map_err(|e| anyhow::anyhow!("--variant {name}: {e}"))?;
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!("--variant {name}: {e}"))?;
+    let args = crate::args::ReagentArgs {
+        sampler,
+        ..base.clone()
+    };
+    let method = super::attribute::build_reagent_with(cfg, &args, model)?;
+    Ok(NamedMethod {
+        label: name.to_string(),
+        method: Box::new(method),
+    })
 }
 
 /// Progress bar over (example, method) units, with the current target and ReAGent step.
@@ -84,6 +141,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         limit: a.limit,
         new_tokens: a.new_tokens,
         mask_draws: a.mask_draws,
+        stability: !a.no_stability,
         ..EvalConfig::default()
     };
     let pb = if a.quiet {

@@ -6,12 +6,13 @@ pub mod inspect;
 pub mod predict;
 
 use anyhow::{Context, Result};
-use reagent::method::attention::{Attention, AttentionMethod};
-use reagent::method::gradient::{Baseline, Gradient, GradientMethod};
-use reagent::method::occlusion::{Occlusion, Random};
+use reagent::method::gradient::Baseline;
+use reagent::method::reagent::MlmPick;
+use reagent::method::registry::{self, MethodSettings};
+use reagent::model::LoadedMaskedModel;
 use reagent::{Attributor, LoadOptions, LoadedModel, MethodKind};
 
-use crate::args::{BaselineArg, BaselineArgs, ModelArgs, ReagentArgs};
+use crate::args::{BaselineArg, BaselineArgs, MlmPickArg, ModelArgs, ReagentArgs};
 
 /// Load the causal LM named by `--model`.
 pub fn load_model(a: &ModelArgs) -> Result<LoadedModel> {
@@ -33,6 +34,36 @@ pub fn show_token(s: &str) -> String {
     format!("{s:?}")
 }
 
+/// The method settings the command line gives.
+pub fn method_settings(r: &ReagentArgs, b: &BaselineArgs) -> Result<MethodSettings> {
+    Ok(MethodSettings {
+        reagent: attribute::reagent_config(r)?,
+        sampler: attribute::sampler_kind(r.sampler),
+        mlm_pick: match r.mlm_pick {
+            MlmPickArg::Argmax => MlmPick::Argmax,
+            MlmPickArg::Sample => MlmPick::Sample,
+        },
+        ig_steps: b.ig_steps,
+        ig_baseline: match b.ig_baseline {
+            BaselineArg::Zero => Baseline::Zero,
+            BaselineArg::Unk => Baseline::Unk,
+        },
+        shap_samples: b.shap_samples,
+        shap_stdev: b.shap_stdev,
+    })
+}
+
+/// Load the masked LM for the MLM sampler, when one is named.
+pub fn load_mlm(r: &ReagentArgs) -> Result<Option<LoadedMaskedModel>> {
+    r.mlm
+        .as_ref()
+        .map(|spec| {
+            reagent::load_masked(spec, &LoadOptions::default())
+                .with_context(|| format!("cannot load the MLM `{spec}`"))
+        })
+        .transpose()
+}
+
 /// Build one attribution method from the command line's settings.
 pub fn build_method(
     kind: MethodKind,
@@ -40,44 +71,11 @@ pub fn build_method(
     b: &BaselineArgs,
     model: &LoadedModel,
 ) -> Result<Box<dyn Attributor>> {
-    let unk = model.tokenizer.unk_id();
-    let seed = reagent_args.seed;
-    Ok(match kind {
-        MethodKind::Reagent => Box::new(attribute::build_reagent(reagent_args, model)?),
-        MethodKind::GradientNorm => {
-            Box::new(Gradient::new(GradientMethod::GradientNorm, unk, seed)?)
-        }
-        MethodKind::InputXGradient => {
-            Box::new(Gradient::new(GradientMethod::InputXGradient, unk, seed)?)
-        }
-        MethodKind::IntegratedGradients => Box::new(Gradient::new(
-            GradientMethod::IntegratedGradients {
-                n_steps: b.ig_steps,
-                baseline: match b.ig_baseline {
-                    BaselineArg::Zero => Baseline::Zero,
-                    BaselineArg::Unk => Baseline::Unk,
-                },
-            },
-            unk,
-            seed,
-        )?),
-        MethodKind::GradientShap => Box::new(Gradient::new(
-            GradientMethod::GradientShap {
-                n_samples: b.shap_samples,
-                stdev: b.shap_stdev,
-                baselines: if unk.is_some() {
-                    vec![Baseline::Zero, Baseline::Unk]
-                } else {
-                    vec![Baseline::Zero]
-                },
-            },
-            unk,
-            seed,
-        )?),
-        MethodKind::Attention => Box::new(Attention(AttentionMethod::Mean)),
-        MethodKind::LastLayerAttention => Box::new(Attention(AttentionMethod::LastLayer)),
-        MethodKind::AttentionRollout => Box::new(Attention(AttentionMethod::Rollout)),
-        MethodKind::Occlusion => Box::new(Occlusion::new(unk)),
-        MethodKind::Random => Box::new(Random { seed }),
-    })
+    let settings = method_settings(reagent_args, b)?;
+    let mlm = if kind == MethodKind::Reagent {
+        load_mlm(reagent_args)?
+    } else {
+        None
+    };
+    Ok(registry::build(kind, &settings, model, mlm.as_ref())?)
 }

@@ -92,8 +92,15 @@ impl Heatmap {
                 (t.scores.steps, t.scores.converged_probes, t.scores.probes)
             {
                 stats.push_str(&format!("  steps {s}  converged {c}/{n}"));
-                if c == 0 {
+                let readout = cfg["readout"].as_str().unwrap_or("reference");
+                if readout != "reference" {
+                    let rows = t.scores.forward_rows.unwrap_or(0);
+                    stats.push_str(&format!("  read-out {readout} over {rows} scored contexts"));
+                } else if c == 0 {
                     stats.push_str(" (none converged: mean of all probes)");
+                }
+                if let Some(r) = t.scores.replacing_ratio {
+                    stats.push_str(&format!("  r={r:.4}"));
                 }
             }
             if let Some(d) = t.scores.convergence_delta {

@@ -4,3 +4,4 @@
 pub mod datasets;
 pub mod metrics;
 pub mod runner;
+pub mod stats;

@@ -118,6 +118,6 @@ impl Attributor for Attention {
         _index: usize,
         _progress: &dyn Progress,
     ) -> Result<TargetScores> {
-        Ok(TargetScores::plain(self.scores(model, context)?))
+        Ok(TargetScores::plain(self.scores(model, context)?).with_rows(1))
     }
 }

@@ -424,19 +424,19 @@ impl Attributor for Gradient {
             GradientMethod::GradientNorm => {
                 let x = inputs(model, context)?.embeds;
                 let g = gradients(model, &x, target, Attributed::LogProbability)?.squeeze(0)?;
-                Ok(TargetScores::plain(l2_normalized(&g)?))
+                Ok(TargetScores::plain(l2_normalized(&g)?).with_rows(1))
             }
             GradientMethod::InputXGradient => {
                 let x = inputs(model, context)?.embeds;
                 let g = gradients(model, &x, target, Attributed::Probability)?;
-                Ok(TargetScores::plain(l2_normalized(&(x * g)?.squeeze(0)?)?))
+                Ok(TargetScores::plain(l2_normalized(&(x * g)?.squeeze(0)?)?).with_rows(1))
             }
             GradientMethod::IntegratedGradients { n_steps, baseline } => {
                 let (raw, delta) =
                     self.integrated_gradients(model, context, target, *n_steps, *baseline)?;
                 Ok(TargetScores {
                     convergence_delta: Some(delta),
-                    ..TargetScores::plain(l2_normalized(&raw)?)
+                    ..TargetScores::plain(l2_normalized(&raw)?).with_rows(*n_steps)
                 })
             }
             GradientMethod::GradientShap {
@@ -450,7 +450,7 @@ impl Attributor for Gradient {
                 let draws =
                     self.shap_draws(*n_samples, baselines.len(), *stdev, (l, h), index, model)?;
                 let (_, scores) = self.gradient_shap(model, context, target, baselines, &draws)?;
-                Ok(TargetScores::plain(scores))
+                Ok(TargetScores::plain(scores).with_rows(draws.coefficients.len()))
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod gradient;
 pub mod occlusion;
 pub mod reagent;
+pub mod registry;
 
 use serde::{Deserialize, Serialize};
 
@@ -127,18 +128,33 @@ pub struct TargetScores {
     /// ReAGent: probes run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<usize>,
+    /// Contexts the model scored for this target (forward rows; gradient methods count one
+    /// forward and backward per row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_rows: Option<usize>,
+    /// ReAGent with the adaptive ratio: the replacing ratio the pilots chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacing_ratio: Option<f64>,
     /// Integrated gradients: completeness error `|sum(attr) - (f(x) - f(baseline))|`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub convergence_delta: Option<f32>,
 }
 
 impl TargetScores {
+    /// The same scores, recording how many contexts the model scored for them.
+    pub fn with_rows(mut self, rows: usize) -> Self {
+        self.forward_rows = Some(rows);
+        self
+    }
+
     pub fn plain(scores: Vec<f32>) -> Self {
         TargetScores {
             scores,
             steps: None,
             converged_probes: None,
             probes: None,
+            forward_rows: None,
+            replacing_ratio: None,
             convergence_delta: None,
         }
     }

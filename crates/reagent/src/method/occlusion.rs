@@ -81,7 +81,8 @@ impl Attributor for Occlusion {
         _progress: &dyn Progress,
     ) -> Result<TargetScores> {
         let d = self.drops(model, context, target)?;
-        Ok(TargetScores::plain(d.into_iter().map(f32::abs).collect()))
+        let rows = d.len() + 1;
+        Ok(TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows))
     }
 }
 
@@ -98,7 +99,7 @@ impl Random {
             self.seed ^ key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64,
         );
         let u: Vec<f32> = (0..len).map(|_| rng.random::<f32>()).collect();
-        super::reagent::softmax(&u)
+        crate::util::softmax(&u)
     }
 }
 

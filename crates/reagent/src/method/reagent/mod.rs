@@ -28,6 +28,7 @@
 //! code's `token_sampler/`, `token_replacer/` and `stopping_condition_evaluator/`.
 
 pub mod pos;
+pub mod readout;
 pub mod replacer;
 pub mod sampler;
 pub mod stopping;
@@ -39,8 +40,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use readout::{Pool, Readout};
 pub use replacer::{Bernoulli, Initializer, Replacer, UniformInit};
-pub use sampler::{CausalSampler, MlmPick, MlmSampler, PosSampler, Sampler, UniformSampler};
+pub use sampler::{
+    CausalSampler, ContextSampler, MlmPick, MlmSampler, PosSampler, Sampler, UniformSampler,
+};
 pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
@@ -56,6 +60,8 @@ pub enum SamplerKind {
     Uniform,
     Mlm,
     Causal,
+    /// A draw from the attributed model's in-context distribution (this library's variant).
+    Context,
 }
 
 /// Build a sampler for `model`. The MLM sampler needs `mlm`.
@@ -73,6 +79,9 @@ pub fn build_sampler(
             vocab,
         )?),
         SamplerKind::Causal => Arc::new(CausalSampler::new(model.model.clone())),
+        SamplerKind::Context => {
+            Arc::new(ContextSampler::new(model.model.clone(), &model.tokenizer)?)
+        }
         SamplerKind::Mlm => {
             let mlm = mlm.ok_or_else(|| {
                 Error::input("the MLM sampler needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)")
@@ -93,6 +102,8 @@ pub enum Phase {
     Init,
     Update,
     StopTest,
+    /// The adaptive replacing ratio's pilot draws.
+    Pilot,
 }
 
 /// One probe's random stream at one step (steps count from 1; initialisation is step 0).
@@ -118,8 +129,29 @@ pub enum Objective {
     TotalVariation,
 }
 
+/// How the converged probes' scores are combined by the reference read-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeWeighting {
+    /// A plain mean (the reference).
+    #[default]
+    Mean,
+    /// Each converged probe weighted by the number of updates it made, so a probe that stopped
+    /// after a step or two (still close to its random initialisation) counts little.
+    Steps,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// ReAGent's hyperparameters. Defaults are inseq's.
+///
+/// The fields after `seed` are this library's variants (none is in the reference); each is off
+/// by default, and a configuration that leaves them off is the reference and serializes as the
+/// reference's fields only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReagentConfig {
     /// Probes run in parallel (`num_probes`).
     pub probes: usize,
@@ -135,6 +167,27 @@ pub struct ReagentConfig {
     pub replacing_ratio: f64,
     pub objective: Objective,
     pub seed: u64,
+    /// How scores are read out of the perturbations (see [`Readout`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub readout: Readout,
+    /// A probe may stop only after this many update steps (0: from the first step, the
+    /// reference). Stopping tests before then are not run.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub min_steps: usize,
+    /// How the reference read-out combines converged probes.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub probe_weighting: ProbeWeighting,
+    /// Any-time stop: a probe also stops when its top-n positions (the stopping test's `n`) have
+    /// not changed for this many steps; with a pooled read-out, the whole run stops when the
+    /// pooled estimate's top-n has not changed for this many steps. 0: off.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub stable_window: usize,
+    /// Choose the replacing ratio per target: try `replacing_ratio`, then half of it, and so on
+    /// (at most 5 values), on 8 pilot contexts each, and keep the first whose median
+    /// `p(y | x~)` is at least half of `p(y | x)`, so that `d` still says which tokens were
+    /// replaced.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub adaptive_ratio: bool,
 }
 
 impl Default for ReagentConfig {
@@ -148,6 +201,11 @@ impl Default for ReagentConfig {
             replacing_ratio: 0.3,
             objective: Objective::TargetProb,
             seed: 42,
+            readout: Readout::Reference,
+            min_steps: 0,
+            probe_weighting: ProbeWeighting::Mean,
+            stable_window: 0,
+            adaptive_ratio: false,
         }
     }
 }
@@ -170,17 +228,17 @@ impl ReagentConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.probes == 0 {
-            return Err(Error::input("--probes must be at least 1"));
+            return Err(Error::input("probes must be at least 1"));
         }
         if self.max_steps == 0 {
-            return Err(Error::input("--max-steps must be at least 1"));
+            return Err(Error::input("max_steps must be at least 1"));
         }
         if self.stop_top_k == 0 {
-            return Err(Error::input("--stop-top-k must be at least 1"));
+            return Err(Error::input("stop_top_k must be at least 1"));
         }
         if !(self.replacing_ratio > 0.0 && self.replacing_ratio <= 1.0) {
             return Err(Error::input(format!(
-                "--replacing-ratio must be in (0, 1], got {}",
+                "replacing_ratio must be in (0, 1], got {}",
                 self.replacing_ratio
             )));
         }
@@ -189,11 +247,26 @@ impl ReagentConfig {
                 Some(r) if r > 0.0 && r <= 1.0 => {}
                 Some(r) => {
                     return Err(Error::input(format!(
-                        "--keep-ratio must be in (0, 1], got {r}"
+                        "keep_ratio must be in (0, 1], got {r}"
                     )))
                 }
-                None => return Err(Error::input("--keep-top-n is 0, so --keep-ratio is needed")),
+                None => return Err(Error::input("keep_top_n is 0, so keep_ratio is needed")),
             }
+        } else if self.keep_ratio.is_some() {
+            return Err(Error::input(
+                "keep_ratio is used only when keep_top_n is 0; set one of them",
+            ));
+        }
+        if self.min_steps > self.max_steps {
+            return Err(Error::input(format!(
+                "min_steps ({}) must not exceed max_steps ({})",
+                self.min_steps, self.max_steps
+            )));
+        }
+        if self.probe_weighting != ProbeWeighting::Mean && self.readout.is_pooled() {
+            return Err(Error::input(
+                "probe_weighting applies to the reference read-out only",
+            ));
         }
         Ok(())
     }
@@ -210,8 +283,13 @@ pub struct Trace {
     pub converged_step: Vec<Option<usize>>,
     /// Per probe: `softmax(u)` at the end.
     pub final_scores: Vec<Vec<f32>>,
-    /// The result: mean over converged probes (all probes when none converged).
+    /// The result: the read-out (for the reference, the mean over converged probes, or all
+    /// probes when none converged).
     pub mean: Vec<f32>,
+    /// Contexts scored by the model (the original, pilots, updates and stopping tests).
+    pub forward_rows: usize,
+    /// The replacing ratio the adaptive pilots chose.
+    pub replacing_ratio: Option<f64>,
 }
 
 impl Trace {
@@ -277,6 +355,7 @@ impl Reagent {
     /// The update rows (mask, perturbed context) of step `step` for the `active` probes.
     fn draw_updates(
         &self,
+        replacer: &dyn Replacer,
         context: &[u32],
         active: &[usize],
         step: usize,
@@ -290,7 +369,7 @@ impl Reagent {
                 phase: Phase::Update,
                 rng: &mut rngs[p],
             };
-            masks.push(self.replacer.choose(context.len(), &mut d));
+            masks.push(replacer.choose(context.len(), &mut d));
         }
         let xs = self.sample(context, &masks, active, step, Phase::Update, rngs)?;
         Ok(masks.into_iter().zip(xs).collect())
@@ -333,6 +412,55 @@ impl Reagent {
         }
     }
 
+    /// The adaptive replacing ratio: the first of `r, r/2, ...` (at most 5) whose 8 pilot
+    /// contexts keep a median `p(y | x~)` of at least `p0 / 2`; the last one tried otherwise.
+    /// Returns the ratio and the rows the pilots cost.
+    fn pilot_ratio(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        target: u32,
+        p0: f32,
+        index: usize,
+    ) -> Result<(f64, usize)> {
+        const PILOTS: usize = 8;
+        const TRIES: usize = 5;
+        let mut rows_used = 0;
+        let mut r = self.cfg.replacing_ratio;
+        for t in 0..TRIES {
+            let replacer = Bernoulli { ratio: r };
+            let base = self.cfg.probes + t * PILOTS;
+            let ids: Vec<usize> = (base..base + PILOTS).collect();
+            let mut rngs: Vec<ChaCha8Rng> =
+                (0..base + PILOTS).map(|p| self.rng(index, p)).collect();
+            let masks: Vec<Vec<bool>> = ids
+                .iter()
+                .map(|&p| {
+                    replacer.choose(
+                        context.len(),
+                        &mut Draw {
+                            probe: p,
+                            step: 0,
+                            phase: Phase::Pilot,
+                            rng: &mut rngs[p],
+                        },
+                    )
+                })
+                .collect();
+            let xs = self.sample(context, &masks, &ids, 0, Phase::Pilot, &mut rngs)?;
+            let rows = f.log_probs(&xs)?;
+            rows_used += rows.len();
+            let mut ps: Vec<f32> = rows.iter().map(|row| row[target as usize].exp()).collect();
+            ps.sort_by(f32::total_cmp);
+            let median = 0.5 * (ps[PILOTS / 2 - 1] + ps[PILOTS / 2]);
+            if median >= 0.5 * p0 || t + 1 == TRIES {
+                return Ok((r, rows_used));
+            }
+            r *= 0.5;
+        }
+        Ok((r, rows_used))
+    }
+
     /// Run ReAGent for one target and return everything it computed.
     pub fn trace(
         &self,
@@ -352,11 +480,22 @@ impl Reagent {
                 f.vocab_size()
             )));
         }
+        let cfg = &self.cfg;
         let row0 = f.log_probs(&[context.to_vec()])?.remove(0);
+        let mut rows_used = 1;
         let p0 = row0[target as usize].exp();
-        let probs0: Vec<f32> = match self.cfg.objective {
+        let probs0: Vec<f32> = match cfg.objective {
             Objective::TotalVariation => row0.iter().map(|x| x.exp()).collect(),
             Objective::TargetProb => Vec::new(),
+        };
+        let adaptive;
+        let replacer: &dyn Replacer = if cfg.adaptive_ratio {
+            let (r, used) = self.pilot_ratio(f, context, target, p0, index)?;
+            rows_used += used;
+            adaptive = Bernoulli { ratio: r };
+            &adaptive
+        } else {
+            self.replacer.as_ref()
         };
         let mut rngs: Vec<ChaCha8Rng> = (0..n_probes).map(|p| self.rng(index, p)).collect();
         let mut scores: Vec<Vec<f32>> = rngs
@@ -374,52 +513,96 @@ impl Reagent {
             .collect();
         let mut converged_step: Vec<Option<usize>> = vec![None; n_probes];
         let mut active: Vec<usize> = (0..n_probes).collect();
+        let pooled = cfg.readout.is_pooled();
+        let mut pool = Pool::new(l);
+        let keep = self.stopping.keep(l);
+        // Any-time stop: the last top-n set and for how many steps it has held.
+        let mut stable: Vec<(Vec<usize>, usize)> = vec![(Vec::new(), 0); n_probes];
+        let mut pool_stable: (Vec<usize>, usize) = (Vec::new(), 0);
 
         // Step 1's update on its own; afterwards each forward pairs step t's stopping test with
         // step t+1's update.
-        let updates = self.draw_updates(context, &active, 1, &mut rngs)?;
+        let updates = self.draw_updates(replacer, context, &active, 1, &mut rngs)?;
         let xs: Vec<Vec<u32>> = updates.iter().map(|(_, x)| x.clone()).collect();
         let rows = f.log_probs(&xs)?;
+        rows_used += rows.len();
         for (k, &p) in active.iter().enumerate() {
             let d = self.delta(p0, &probs0, &rows[k], target);
             apply_update(&mut scores[p], &updates[k].0, d);
+            if pooled {
+                pool.push(&updates[k].0, d);
+            }
         }
-        let keep = self.stopping.keep(l);
         let mut step = 1;
         loop {
-            let masks: Vec<Vec<bool>> = active
-                .iter()
-                .map(|&p| {
-                    let kept = stopping::top_n(&softmax(&scores[p]), keep);
-                    let mut m = vec![true; l];
-                    for i in kept {
-                        m[i] = false;
-                    }
-                    m
-                })
-                .collect();
-            let mut batch =
-                self.sample(context, &masks, &active, step, Phase::StopTest, &mut rngs)?;
-            let more = step < self.cfg.max_steps;
+            // Stopping tests run only once a probe may stop.
+            let testing = step >= cfg.min_steps;
+            let mut batch = if testing {
+                let masks: Vec<Vec<bool>> = active
+                    .iter()
+                    .map(|&p| {
+                        let kept = stopping::top_n(&softmax(&scores[p]), keep);
+                        let mut m = vec![true; l];
+                        for i in kept {
+                            m[i] = false;
+                        }
+                        m
+                    })
+                    .collect();
+                self.sample(context, &masks, &active, step, Phase::StopTest, &mut rngs)?
+            } else {
+                Vec::new()
+            };
+            let n_tests = batch.len();
+            let more = step < cfg.max_steps;
             let next = if more {
-                self.draw_updates(context, &active, step + 1, &mut rngs)?
+                self.draw_updates(replacer, context, &active, step + 1, &mut rngs)?
             } else {
                 Vec::new()
             };
             batch.extend(next.iter().map(|(_, x)| x.clone()));
             let rows = f.log_probs(&batch)?;
-            let (stop_rows, update_rows) = rows.split_at(active.len());
+            rows_used += rows.len();
+            let (stop_rows, update_rows) = rows.split_at(n_tests);
             let mut still = Vec::with_capacity(active.len());
             for (k, &p) in active.iter().enumerate() {
-                if self.stopping.holds(&stop_rows[k], target) {
+                let mut stops = testing && self.stopping.holds(&stop_rows[k], target);
+                if cfg.stable_window > 0 && !pooled && testing {
+                    let top = sorted_top(&softmax(&scores[p]), keep);
+                    let s = &mut stable[p];
+                    if s.0 == top {
+                        s.1 += 1;
+                    } else {
+                        *s = (top, 1);
+                    }
+                    stops |= s.1 >= cfg.stable_window;
+                }
+                if stops {
                     converged_step[p] = Some(step);
                 } else {
                     still.push((k, p));
                 }
             }
+            // The precomputed updates of probes that just stopped are still measurements: a
+            // pooled read-out keeps them.
+            if pooled {
+                for (k, (mask, _)) in next.iter().enumerate() {
+                    pool.push(mask, self.delta(p0, &probs0, &update_rows[k], target));
+                }
+            }
+            let mut pool_done = false;
+            if pooled && cfg.stable_window > 0 && testing {
+                let top = sorted_top(&readout::positive_unit(&pool.mask_diff()), keep);
+                if pool_stable.0 == top {
+                    pool_stable.1 += 1;
+                } else {
+                    pool_stable = (top, 1);
+                }
+                pool_done = pool_stable.1 >= cfg.stable_window;
+            }
             let done = n_probes - still.len();
-            progress.step(step, self.cfg.max_steps, done, n_probes);
-            if still.is_empty() || !more {
+            progress.step(step, cfg.max_steps, done, n_probes);
+            if still.is_empty() || !more || pool_done {
                 break;
             }
             for &(k, p) in &still {
@@ -431,18 +614,65 @@ impl Reagent {
         }
 
         let final_scores: Vec<Vec<f32>> = scores.iter().map(|s| softmax(s)).collect();
-        let picked: Vec<&Vec<f32>> = if converged_step.iter().any(Option::is_some) {
-            final_scores
-                .iter()
-                .zip(&converged_step)
-                .filter(|(_, c)| c.is_some())
-                .map(|(s, _)| s)
-                .collect()
-        } else {
-            final_scores.iter().collect()
+        let mean = match cfg.readout {
+            Readout::Reference => {
+                reference_mean(&final_scores, &converged_step, cfg.probe_weighting, l)
+            }
+            Readout::MaskDiff => readout::positive_unit(&pool.mask_diff()),
+            Readout::Regression => readout::positive_unit(&pool.regression(REGRESSION_LAMBDA)),
         };
-        let mut mean = vec![0f32; l];
-        for s in &picked {
+        Ok(Trace {
+            p0,
+            steps: step,
+            converged_step,
+            final_scores,
+            mean,
+            forward_rows: rows_used,
+            replacing_ratio: cfg.adaptive_ratio.then_some(replacer_ratio(replacer)),
+        })
+    }
+}
+
+/// The ridge penalty of the regression read-out, per row (small: it only keeps the system
+/// well-posed when a position was never, or always, replaced).
+const REGRESSION_LAMBDA: f64 = 1e-3;
+
+fn replacer_ratio(r: &dyn Replacer) -> f64 {
+    r.ratio().unwrap_or(f64::NAN)
+}
+
+/// The `n` largest positions as a sorted set.
+fn sorted_top(values: &[f32], n: usize) -> Vec<usize> {
+    let mut t = stopping::top_n(values, n);
+    t.sort_unstable();
+    t
+}
+
+/// The reference read-out: the (weighted) mean of the converged probes' scores, or of all
+/// probes when none converged.
+fn reference_mean(
+    final_scores: &[Vec<f32>],
+    converged_step: &[Option<usize>],
+    weighting: ProbeWeighting,
+    l: usize,
+) -> Vec<f32> {
+    let any = converged_step.iter().any(Option::is_some);
+    let picked: Vec<(&Vec<f32>, f32)> = final_scores
+        .iter()
+        .zip(converged_step)
+        .filter(|(_, c)| !any || c.is_some())
+        .map(|(s, c)| {
+            let w = match weighting {
+                ProbeWeighting::Mean => 1.0,
+                ProbeWeighting::Steps => c.unwrap_or(1) as f32,
+            };
+            (s, w)
+        })
+        .collect();
+    let mut mean = vec![0f32; l];
+    if weighting == ProbeWeighting::Mean {
+        // The reference's arithmetic: sum, then divide by the count.
+        for (s, _) in &picked {
             for (m, v) in mean.iter_mut().zip(s.iter()) {
                 *m += v;
             }
@@ -450,14 +680,15 @@ impl Reagent {
         for m in &mut mean {
             *m /= picked.len() as f32;
         }
-        Ok(Trace {
-            p0,
-            steps: step,
-            converged_step,
-            final_scores,
-            mean,
-        })
+    } else {
+        let total: f32 = picked.iter().map(|(_, w)| w).sum();
+        for (s, w) in &picked {
+            for (m, v) in mean.iter_mut().zip(s.iter()) {
+                *m += v * w / total;
+            }
+        }
     }
+    mean
 }
 
 /// `u += logit((s + 1) / 2)` with `s = +d` on replaced positions, `-d` on kept ones.
@@ -480,13 +711,7 @@ fn logit(x: f32) -> f32 {
     (x / (1.0 - x)).ln()
 }
 
-/// Softmax in f32.
-pub fn softmax(x: &[f32]) -> Vec<f32> {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = x.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
-}
+pub use crate::util::softmax;
 
 impl Attributor for Reagent {
     fn kind(&self) -> MethodKind {
@@ -512,6 +737,8 @@ impl Attributor for Reagent {
             steps: Some(t.steps),
             converged_probes: Some(t.converged_probes()),
             probes: Some(self.cfg.probes),
+            forward_rows: Some(t.forward_rows),
+            replacing_ratio: t.replacing_ratio,
             ..TargetScores::plain(t.mean)
         })
     }
@@ -531,13 +758,6 @@ mod tests {
         let mut s = vec![0.0; 2];
         apply_update(&mut s, &[true, false], 1.0);
         assert!(s.iter().all(|v| v.is_finite()));
-    }
-
-    #[test]
-    fn softmax_sums_to_one() {
-        let p = softmax(&[1.0, 2.0, 3.0]);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(p[2] > p[1] && p[1] > p[0]);
     }
 
     #[test]

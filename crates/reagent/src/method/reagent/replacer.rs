@@ -12,6 +12,10 @@ use super::Draw;
 pub trait Replacer: Send + Sync {
     /// `true` where position `i` of a context of length `len` is replaced.
     fn choose(&self, len: usize, draw: &mut Draw<'_>) -> Vec<bool>;
+    /// The replacing probability, where there is one.
+    fn ratio(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Each position independently with probability `ratio`.
@@ -24,6 +28,9 @@ impl Replacer for Bernoulli {
     fn choose(&self, len: usize, draw: &mut Draw<'_>) -> Vec<bool> {
         let r = self.ratio as f32;
         (0..len).map(|_| draw.rng.random::<f32>() < r).collect()
+    }
+    fn ratio(&self) -> Option<f64> {
+        Some(self.ratio)
     }
 }
 

@@ -220,6 +220,128 @@ impl Sampler for CausalSampler {
     }
 }
 
+/// Candidates per position for the in-context sampler: the model's most likely tokens.
+const CONTEXT_TOP: usize = 64;
+
+/// The attributed model's own in-context distribution: position `i` is replaced by a draw from
+/// `p(. | x_<i)` of the original context, restricted to its 64 most likely tokens, without the
+/// original token and special tokens (renormalized). One forward of the original context gives
+/// every position's distribution, so it costs nothing per step. Position 0 has no prefix and
+/// takes a uniform non-special token.
+pub struct ContextSampler {
+    model: Arc<dyn CausalLm>,
+    uniform: UniformSampler,
+    special: Vec<u32>,
+    /// Per context: for each position, candidate ids and their cumulative probabilities.
+    cache: Mutex<Option<(Vec<u32>, CandidateTable)>>,
+}
+
+type Candidates = (Vec<u32>, Vec<f32>);
+type CandidateTable = Arc<Vec<Candidates>>;
+
+impl ContextSampler {
+    pub fn new(model: Arc<dyn CausalLm>, tok: &Tokenizer) -> Result<Self> {
+        let vocab = model.vocab_size();
+        Ok(ContextSampler {
+            uniform: UniformSampler::new(tok, vocab)?,
+            special: tok.special_ids().to_vec(),
+            model,
+            cache: Mutex::new(None),
+        })
+    }
+
+    fn candidates(&self, context: &[u32]) -> Result<Arc<Vec<Candidates>>> {
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| Error::input("sampler cache poisoned"))?;
+        if let Some((ctx, c)) = cache.as_ref() {
+            if ctx == context {
+                return Ok(c.clone());
+            }
+        }
+        let out = self.model.forward(
+            &[context.to_vec()],
+            Outputs {
+                logits: true,
+                attentions: false,
+            },
+        )?;
+        let logits: Vec<Vec<f32>> = out.logits.expect("requested").i(0)?.to_vec2()?;
+        let mut all = Vec::with_capacity(context.len());
+        all.push((Vec::new(), Vec::new()));
+        for i in 1..context.len() {
+            let row = &logits[i - 1];
+            let original = context[i];
+            let mut idx: Vec<u32> = (0..row.len() as u32)
+                .filter(|&id| id != original && self.special.binary_search(&id).is_err())
+                .collect();
+            let k = CONTEXT_TOP.min(idx.len());
+            if k == 0 {
+                all.push((Vec::new(), Vec::new()));
+                continue;
+            }
+            idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
+            });
+            idx.truncate(k);
+            idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            let max = row[idx[0] as usize];
+            let mut acc = 0f32;
+            let cum: Vec<f32> = idx
+                .iter()
+                .map(|&id| {
+                    acc += (row[id as usize] - max).exp();
+                    acc
+                })
+                .collect();
+            let total = acc;
+            all.push((idx, cum.into_iter().map(|c| c / total).collect()));
+        }
+        let all = Arc::new(all);
+        *cache = Some((context.to_vec(), all.clone()));
+        Ok(all)
+    }
+}
+
+impl Sampler for ContextSampler {
+    fn describe(&self) -> serde_json::Value {
+        json!({"kind": "context", "rule": "a draw from the attributed model's p(. | original prefix), top 64, original and special tokens excluded; position 0 uniform"})
+    }
+
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>> {
+        let cands = self.candidates(context)?;
+        let n = self.uniform.candidates.len();
+        Ok(replace
+            .iter()
+            .zip(draws.iter_mut())
+            .map(|(mask, draw)| {
+                context
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| {
+                        if !mask[i] {
+                            return id;
+                        }
+                        let (ids, cum) = &cands[i];
+                        if ids.is_empty() {
+                            return self.uniform.candidates[draw.rng.random_range(0..n)];
+                        }
+                        let u: f32 = draw.rng.random();
+                        let j = cum.partition_point(|&c| c <= u).min(ids.len() - 1);
+                        ids[j]
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
 /// How the MLM sampler picks a prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

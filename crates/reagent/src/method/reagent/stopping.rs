@@ -36,19 +36,7 @@ impl StoppingRule for TopK {
     }
 }
 
-/// How many entries are strictly larger than the target's (0 = the most likely).
-pub fn rank_of(scores: &[f32], target: u32) -> usize {
-    let t = scores[target as usize];
-    scores.iter().filter(|&&x| x > t).count()
-}
-
-/// Indices of the `n` largest values, largest first; ties keep the lower index first.
-pub fn top_n(values: &[f32], n: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..values.len()).collect();
-    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
-    idx.truncate(n);
-    idx
-}
+pub use crate::util::{rank_of, top_n};
 
 #[cfg(test)]
 mod tests {

@@ -109,6 +109,11 @@ impl Sampler for RecordedStream {
                     Phase::Init => {
                         return Err(Error::input("no tokens are drawn at initialisation"))
                     }
+                    Phase::Pilot => {
+                        return Err(Error::input(
+                            "a recorded stream has no pilot draws (adaptive_ratio must be off)",
+                        ))
+                    }
                 };
                 let toks = row(rows, d.probe, context.len());
                 Ok(context

@@ -1,0 +1,332 @@
+//! ReAGent's variants (read-outs, minimum steps, probe weighting, any-time stop, adaptive ratio,
+//! in-context sampler) and the evaluation's common score scale.
+//!
+//! The read-outs are checked on a next-token function whose answer depends on one known
+//! position, so the right ranking is known; the rest run on the tiny Llama fixture.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use reagent::eval::runner::unit_scale;
+use reagent::method::reagent::{
+    Draw, ProbeWeighting, Readout, Reagent, ReagentConfig, Sampler, SamplerKind,
+};
+use reagent::method::registry::{self, MethodSettings};
+use reagent::method::{LmTarget, MethodKind, NextTokenFn, NoProgress};
+use reagent::model::{load_causal, LoadOptions, Outputs};
+use reagent::Result;
+
+/// A next-token function over a vocabulary of 8 where the target (id 0) is likely exactly
+/// when position `KEY` still holds its original token; every other position has no effect.
+struct OnePosition {
+    original: u32,
+}
+
+const KEY: usize = 5;
+const LEN: usize = 14;
+
+impl NextTokenFn for OnePosition {
+    fn vocab_size(&self) -> usize {
+        8
+    }
+    fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(contexts
+            .iter()
+            .map(|c| {
+                let p0: f32 = if c[KEY] == self.original { 0.9 } else { 0.05 };
+                let rest = (1.0 - p0) / 7.0;
+                (0..8)
+                    .map(|v| if v == 0 { p0.ln() } else { rest.ln() })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// Replaces a token by the next id (mod 8): always a different token.
+struct NextId;
+
+impl Sampler for NextId {
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"kind": "next-id"})
+    }
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        _draws: &mut [Draw<'_>],
+    ) -> Result<Vec<Vec<u32>>> {
+        Ok(replace
+            .iter()
+            .map(|m| {
+                context
+                    .iter()
+                    .zip(m)
+                    .map(|(&id, &r)| if r { (id + 1) % 8 } else { id })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+fn context() -> Vec<u32> {
+    (0..LEN as u32).map(|i| 1 + i % 7).collect()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    reagent::util::top_n(v, 1)[0]
+}
+
+#[test]
+fn pooled_readouts_find_the_decisive_position() -> TestResult {
+    let ctx = context();
+    let f = OnePosition { original: ctx[KEY] };
+    for readout in [Readout::MaskDiff, Readout::Regression] {
+        for seed in 0..5 {
+            let cfg = ReagentConfig {
+                probes: 8,
+                max_steps: 8,
+                min_steps: 8,
+                replacing_ratio: 0.2,
+                readout,
+                seed,
+                ..ReagentConfig::default()
+            };
+            let r = Reagent::new(cfg, Arc::new(NextId))?;
+            let t = r.trace(&f, &ctx, 0, 0, &NoProgress)?;
+            assert_eq!(
+                argmax(&t.mean),
+                KEY,
+                "{readout:?} seed {seed}: {:?}",
+                t.mean
+            );
+            assert!((t.mean.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            // Fixed budget: the original, 8 update batches of 8, one final stopping test.
+            assert_eq!(t.forward_rows, 1 + 8 * 8 + 8, "{readout:?}");
+            assert_eq!(t.steps, 8);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn min_steps_holds_probes_back() -> TestResult {
+    let ctx = context();
+    let f = OnePosition { original: ctx[KEY] };
+    // The target is the top token of the unperturbed-key distribution, so the stopping test
+    // holds as soon as the key position is kept: probes stop at once without min_steps.
+    let base = ReagentConfig {
+        probes: 6,
+        max_steps: 50,
+        keep_top_n: 13,
+        replacing_ratio: 0.2,
+        ..ReagentConfig::default()
+    };
+    let free = Reagent::new(base.clone(), Arc::new(NextId))?.trace(&f, &ctx, 0, 0, &NoProgress)?;
+    let early = free.converged_step.iter().flatten().min().copied();
+    assert!(early.is_some_and(|s| s < 10), "{:?}", free.converged_step);
+    let held = Reagent::new(
+        ReagentConfig {
+            min_steps: 10,
+            ..base
+        },
+        Arc::new(NextId),
+    )?
+    .trace(&f, &ctx, 0, 0, &NoProgress)?;
+    assert!(
+        held.converged_step.iter().flatten().all(|&s| s >= 10),
+        "{:?}",
+        held.converged_step
+    );
+    assert!(held.steps >= 10);
+    Ok(())
+}
+
+#[test]
+fn stable_window_stops_early_and_weighting_changes_the_mean() -> TestResult {
+    let model = load_causal(
+        fixture("models/llama_tied").to_str().unwrap(),
+        &LoadOptions::default(),
+    )?;
+    let f = LmTarget(model.model.as_ref());
+    let ctx: Vec<u32> = vec![5, 17, 42, 9, 33, 21, 8, 60, 12, 27];
+    let base = ReagentConfig {
+        probes: 4,
+        max_steps: 200,
+        stop_top_k: 1,
+        keep_top_n: 2,
+        ..ReagentConfig::default()
+    };
+    let uniform = || -> Result<Arc<dyn Sampler>> {
+        Ok(Arc::new(reagent::method::reagent::UniformSampler::new(
+            &model.tokenizer,
+            model.model.vocab_size(),
+        )?))
+    };
+    // A target the model never ranks first: the reference runs to the cap.
+    let target = 3;
+    let full = Reagent::new(base.clone(), uniform()?)?.trace(&f, &ctx, target, 0, &NoProgress)?;
+    let windowed = Reagent::new(
+        ReagentConfig {
+            stable_window: 5,
+            ..base.clone()
+        },
+        uniform()?,
+    )?
+    .trace(&f, &ctx, target, 0, &NoProgress)?;
+    assert!(
+        windowed.steps < full.steps,
+        "{} vs {}",
+        windowed.steps,
+        full.steps
+    );
+    assert_eq!(windowed.converged_probes(), 4);
+    // Steps-weighting: a convex combination of the same probes, different from the plain mean
+    // when probes stopped at different steps.
+    let weighted = Reagent::new(
+        ReagentConfig {
+            stable_window: 5,
+            probe_weighting: ProbeWeighting::Steps,
+            ..base
+        },
+        uniform()?,
+    )?
+    .trace(&f, &ctx, target, 0, &NoProgress)?;
+    let steps: Vec<usize> = weighted.converged_step.iter().flatten().copied().collect();
+    let total: usize = steps.iter().sum();
+    for i in 0..ctx.len() {
+        let want: f32 = weighted
+            .final_scores
+            .iter()
+            .zip(&weighted.converged_step)
+            .filter_map(|(s, c)| c.map(|c| s[i] * c as f32 / total as f32))
+            .sum();
+        assert!((weighted.mean[i] - want).abs() < 1e-6);
+    }
+    assert!((weighted.mean.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    Ok(())
+}
+
+#[test]
+fn adaptive_ratio_halves_until_the_prediction_survives() -> TestResult {
+    let ctx = context();
+    let f = OnePosition { original: ctx[KEY] };
+    // With r = 0.8 the key is almost always replaced (median p = 0.05 < 0.45); halving reaches
+    // a ratio where it is mostly kept.
+    let cfg = ReagentConfig {
+        probes: 4,
+        max_steps: 4,
+        min_steps: 4,
+        replacing_ratio: 0.8,
+        adaptive_ratio: true,
+        readout: Readout::MaskDiff,
+        ..ReagentConfig::default()
+    };
+    let t = Reagent::new(cfg, Arc::new(NextId))?.trace(&f, &ctx, 0, 0, &NoProgress)?;
+    let r = t.replacing_ratio.expect("adaptive runs report their ratio");
+    assert!((0.8 / 16.0..0.8).contains(&r), "{r}");
+    let halvings = (0.8 / r).log2();
+    assert!((halvings - halvings.round()).abs() < 1e-9, "{r}");
+    // The pilots cost 8 rows per ratio tried.
+    let tried = halvings.round() as usize + 1;
+    assert_eq!(t.forward_rows, 1 + 8 * tried + 4 * 4 + 4);
+    Ok(())
+}
+
+#[test]
+fn context_sampler_draws_from_the_models_top_tokens() -> TestResult {
+    let model = load_causal(
+        fixture("models/llama_tied").to_str().unwrap(),
+        &LoadOptions::default(),
+    )?;
+    let sampler = reagent::method::reagent::build_sampler(
+        SamplerKind::Context,
+        &model,
+        None,
+        reagent::method::reagent::MlmPick::Argmax,
+    )?;
+    let ctx: Vec<u32> = vec![5, 17, 42, 9, 33, 21, 8, 60];
+    let logits: Vec<Vec<f32>> = model
+        .model
+        .forward(
+            std::slice::from_ref(&ctx),
+            Outputs {
+                logits: true,
+                attentions: false,
+            },
+        )?
+        .logits
+        .unwrap()
+        .squeeze(0)?
+        .to_vec2()?;
+    let special = model.tokenizer.special_ids().to_vec();
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let mask = vec![true; ctx.len()];
+    for step in 0..50 {
+        let mut draws = vec![Draw {
+            probe: 0,
+            step,
+            phase: reagent::method::reagent::Phase::Update,
+            rng: &mut rng,
+        }];
+        let out = sampler.sample(&ctx, std::slice::from_ref(&mask), &mut draws)?;
+        for i in 1..ctx.len() {
+            let id = out[0][i];
+            assert_ne!(id, ctx[i], "position {i} kept its token");
+            assert!(special.binary_search(&id).is_err());
+            // Among the 64 most likely tokens after the prefix, original and specials excluded.
+            let row = &logits[i - 1];
+            let better = (0..row.len() as u32)
+                .filter(|&v| v != ctx[i] && special.binary_search(&v).is_err())
+                .filter(|&v| row[v as usize] > row[id as usize])
+                .count();
+            assert!(better < 64, "position {i}: id {id} ranks {better}");
+        }
+    }
+    Ok(())
+}
+
+/// Every method's scores enter the soft metrics non-negative and summing to 1.
+#[test]
+fn every_method_enters_the_soft_metrics_on_one_scale() -> TestResult {
+    let model = load_causal(
+        fixture("models/llama_tied").to_str().unwrap(),
+        &LoadOptions::default(),
+    )?;
+    let settings = MethodSettings {
+        reagent: ReagentConfig {
+            probes: 3,
+            max_steps: 10,
+            ..ReagentConfig::default()
+        },
+        sampler: SamplerKind::Uniform,
+        ig_steps: 8,
+        ..MethodSettings::default()
+    };
+    let ctx: Vec<u32> = vec![5, 17, 42, 9, 33, 21];
+    let mut raw_sums = Vec::new();
+    for kind in MethodKind::ALL {
+        let m = registry::build(kind, &settings, &model, None)?;
+        let s = m.attribute(model.model.as_ref(), &ctx, 7, 0, &NoProgress)?;
+        let u = unit_scale(&s.scores);
+        assert!(u.iter().all(|&x| x >= 0.0 && x.is_finite()), "{kind:?}");
+        assert!(
+            (u.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+            "{kind:?}: {}",
+            u.iter().sum::<f32>()
+        );
+        raw_sums.push((kind, s.scores.iter().sum::<f32>()));
+    }
+    // Occlusion's raw |dp| is on another scale, which is why the rescaling exists.
+    let occ = raw_sums
+        .iter()
+        .find(|(k, _)| *k == MethodKind::Occlusion)
+        .unwrap()
+        .1;
+    assert!((occ - 1.0).abs() > 1e-3, "occlusion raw sum {occ}");
+    assert_eq!(unit_scale(&[0.0, 0.0]), vec![0.5, 0.5]);
+    assert_eq!(unit_scale(&[-1.0, 3.0]), vec![0.25, 0.75]);
+    Ok(())
+}
