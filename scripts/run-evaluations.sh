@@ -1,36 +1,69 @@
 #!/usr/bin/env bash
-# The evaluation runs behind docs/results/: every method on the three datasets, for SmolLM2 and
-# Gemma-3-270m, on a 2-core CPU. Subset sizes and the ReAGent step cap are chosen to fit that
-# machine (see docs/results/README.md). Each run resumes if interrupted; rerunning this script
-# after it finished only rewrites the summaries.
+# The evaluation runs behind docs/results/, on a 2-core CPU. Each run resumes where it stopped
+# (rerun the same stage after an interruption); a finished run only rewrites its summary.
 #
-#   scripts/run-evaluations.sh [smollm2|gemma3|all]
+#   scripts/run-evaluations.sh STAGE [MODEL]       MODEL: smollm2 (default) or gemma3
+#
+# Stages:
+#   longra      every baseline and the perturbation variants of ReAGent on the usable LongRA rows
+#               (at most 30): the like-for-like comparison
+#   reference   the reference ReAGent (paper-token preset) and its recursion variants on the first
+#               10 usable LongRA rows, with a step cap
+#   wikibio, tellmewhy
+#               the same methods as `longra` on 10 prompts x 10 generated tokens
+#
+# BIN=path overrides the binary (run long stages from a copy, so that rebuilding does not
+# disturb them); THREADS sets --threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-which="${1:-all}"
-bin=target/release/reagent
+stage="${1:?usage: scripts/run-evaluations.sh longra|reference|wikibio|tellmewhy [smollm2|gemma3]}"
+model="${2:-smollm2}"
+bin="${BIN:-target/release/reagent}"
 [ -x "$bin" ] || cargo build --release
+case "$model" in
+  smollm2) file=models/SmolLM2-135M-Instruct.Q4_1.gguf ;;
+  gemma3) file=models/gemma-3-270m-q4_k_m.gguf ;;
+  *) echo "unknown model $model" >&2; exit 2 ;;
+esac
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 
-# ReAGent: the paper's token-level setting (5 probes, keep 8, top-3, r = 0.1), but at most 100
-# update steps per probe instead of the paper's 5000 (when no probe of a token has converged by
-# then, the token gets inseq's fallback: the mean over all probes).
-reagent_flags=(--preset paper-token --max-steps 100)
+# The perturbation variants, each 16 probes x 8 update steps (128 perturbed contexts per token,
+# no stopping test: the pooled read-outs do not need one).
+budget="probes=16,max_steps=8,min_steps=8"
+variants=(
+  --variant "reagent-maskdiff:readout=mask_diff,replacing_ratio=0.1,$budget"
+  --variant "reagent-maskdiff-r03:readout=mask_diff,replacing_ratio=0.3,$budget"
+  --variant "reagent-regression:readout=regression,replacing_ratio=0.1,$budget"
+  --variant "reagent-context:readout=mask_diff,sampler=context,replacing_ratio=0.1,$budget"
+  --variant "reagent-adaptive:readout=mask_diff,adaptive_ratio=true,replacing_ratio=0.3,$budget"
+)
+baselines=gradient_norm,input_x_gradient,integrated_gradients,gradient_shap,attention,last_layer_attention,attention_rollout,occlusion,random
 
-run() { # run <model file> <short name> <dataset> <limit>
-  local model="models/$1" name="$2" dataset="$3" limit="$4"
-  local out="docs/results/$name-$(basename "${dataset%.*}")"
-  echo "== $out"
-  "$bin" evaluate -m "$model" --dataset "$dataset" --methods all --limit "$limit" \
-    "${reagent_flags[@]}" --out "$out" -q
+run() { # run <dataset> <out> <limit> <args...>
+  local dataset="$1" out="$2" limit="$3"
+  shift 3
+  echo "== $out ($(date -u +%H:%M:%S))"
+  local t0=$SECONDS
+  "$bin" "${threads[@]}" evaluate -m "$file" --dataset "$dataset" --limit "$limit" --out "$out" -q "$@"
+  echo "== $out done in $((SECONDS - t0)) s"
 }
 
-if [[ "$which" == smollm2 || "$which" == all ]]; then
-  run SmolLM2-135M-Instruct.Q4_1.gguf smollm2 data/longra.jsonl 6
-  run SmolLM2-135M-Instruct.Q4_1.gguf smollm2 data/wikibio.txt 1
-  run SmolLM2-135M-Instruct.Q4_1.gguf smollm2 data/tellmewhy.txt 1
-fi
-if [[ "$which" == gemma3 || "$which" == all ]]; then
-  run gemma-3-270m-q4_k_m.gguf gemma3 data/longra.jsonl 3
-  run gemma-3-270m-q4_k_m.gguf gemma3 data/wikibio.txt 1
-  run gemma-3-270m-q4_k_m.gguf gemma3 data/tellmewhy.txt 1
-fi
+case "$stage" in
+  longra)
+    run data/longra.jsonl "docs/results/$model-longra" 30 --methods "$baselines" "${variants[@]}" ;;
+  wikibio | tellmewhy)
+    run "data/$stage.txt" "docs/results/$model-$stage" 10 --new-tokens 10 --methods "$baselines" "${variants[@]}" ;;
+  reference)
+    # The paper's token-level preset (5 probes, keep 8, top-3, r = 0.1) capped at 200 steps, and
+    # the variants of its recursion, each one flag away from it.
+    run data/longra.jsonl "docs/results/$model-longra-reference" 10 --methods reagent,random \
+      --preset paper-token --max-steps 200 \
+      --variant "reagent-minsteps:min_steps=20" \
+      --variant "reagent-weighted:probe_weighting=steps" \
+      --variant "reagent-anytime:stable_window=20" \
+      --variant "reagent-tv:objective=total_variation" \
+      --variant "reagent-causal:sampler=causal" \
+      --variant "reagent-maskdiff-readout:readout=mask_diff" ;;
+  *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac

@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh
+# The models were just fetched: a real-model test that finds one missing fails rather than skips.
+export REAGENT_REQUIRE_MODELS=1
 cargo test --release --workspace "$@"

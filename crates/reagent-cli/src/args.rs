@@ -14,6 +14,12 @@ pub struct Cli {
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
+    /// Token budget of one forward batch of the perturbation methods (rows x context length;
+    /// at least one row): bounds memory on long contexts or many probes; results do not change
+    /// [default: 8192].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_tokens: Option<u64>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         // candle sizes its thread pools from this variable on first use.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    if let Some(n) = args.batch_tokens {
+        reagent::method::set_batch_tokens(n as usize);
+    }
     let result = match args.command {
         args::Command::Predict(a) => cmd::predict::run(a),
         args::Command::Inspect(a) => cmd::inspect::run(a),

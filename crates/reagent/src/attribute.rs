@@ -98,9 +98,9 @@ impl Plan {
             }
             Targets::Generate(n) => {
                 if *n == 0 {
-                    return Err(Error::input("--max-new-tokens must be at least 1"));
+                    return Err(Error::input("max_new_tokens must be at least 1"));
                 }
-                if prompt_tokens + n - 1 > max {
+                if prompt_tokens.saturating_add(n - 1) > max {
                     return Err(Error::input(format!(
                         "the prompt ({prompt_tokens} tokens) plus {n} new tokens exceed the model's maximum context of {max}"
                     )));

@@ -14,8 +14,8 @@
 //! (seed, example, method, target), so a resumed run gives the same results as a clean one.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -186,35 +186,46 @@ struct RunInfo {
     config: EvalConfig,
 }
 
-/// Append-only JSONL with resumption: lines that do not parse (a write cut short) are dropped.
+/// Read an append-only JSONL file for resuming. Only a torn final line (a write cut short by a
+/// kill: no newline at its end) is dropped, and it is cut off the file so that the next record
+/// starts on a line of its own; any other line that does not parse is an error naming the file
+/// and line. The file is never rewritten from memory.
 fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let f = File::open(path).with_path(path)?;
-    let mut good = Vec::new();
-    let mut lines = Vec::new();
-    let mut bad = false;
-    for line in BufReader::new(f).lines() {
-        let line = line.with_path(path)?;
-        match serde_json::from_str::<T>(&line) {
-            Ok(v) => {
-                good.push(v);
-                lines.push(line);
-            }
-            Err(_) => bad = true,
+    let bytes = std::fs::read(path).with_path(path)?;
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    let mut out = Vec::new();
+    for (n, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
         }
+        let v = std::str::from_utf8(line)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<T>(text).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                Error::input(format!(
+                    "{}:{}: not a valid record ({e}); the file is damaged, so the run cannot resume from it",
+                    path.display(),
+                    n + 1
+                ))
+            })?;
+        out.push(v);
     }
-    if bad {
-        let mut text = lines.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        std::fs::write(path, text).with_path(path)?;
+    if complete < bytes.len() {
+        // A torn last line: drop it from the file (truncation, not a rewrite).
+        let f = OpenOptions::new().write(true).open(path).with_path(path)?;
+        f.set_len(complete as u64).with_path(path)?;
+        f.sync_all().with_path(path)?;
     }
-    Ok(good)
+    Ok(out)
 }
 
+/// Append one record and make it durable before going on.
 fn append_line<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let mut f = OpenOptions::new()
         .create(true)
@@ -224,7 +235,7 @@ fn append_line<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let mut line = serde_json::to_string(v).map_err(|e| Error::input(e.to_string()))?;
     line.push('\n');
     f.write_all(line.as_bytes()).with_path(path)?;
-    f.flush().with_path(path)?;
+    f.sync_data().with_path(path)?;
     Ok(())
 }
 
@@ -579,7 +590,8 @@ pub struct Summary {
     pub examples_seen: usize,
     pub examples_used: usize,
     pub methods: Vec<MethodSummary>,
-    /// Each ReAGent configuration (a label starting with `reagent`) against every other method.
+    /// Each ReAGent configuration (a label starting with `reagent`) against every baseline, and
+    /// each variant against the reference `reagent`.
     pub paired: Vec<PairedRow>,
 }
 
@@ -745,7 +757,11 @@ impl Summary {
         }
         let mut paired = Vec::new();
         for a in methods.iter().filter(|m| m.method.starts_with("reagent")) {
-            for b in methods.iter().filter(|m| m.method != a.method) {
+            // Against every baseline, and a variant also against the reference.
+            let others = methods.iter().filter(|b| {
+                b.method != a.method && (!b.method.starts_with("reagent") || b.method == "reagent")
+            });
+            for b in others {
                 let metrics: [MetricPair<'_>; 3] = [
                     ("soft_nc", &a.per_example.soft_nc, &b.per_example.soft_nc),
                     ("soft_ns", &a.per_example.soft_ns, &b.per_example.soft_ns),
@@ -991,5 +1007,52 @@ impl Summary {
         let csv = out.join("summary.csv");
         std::fs::write(&csv, self.to_csv()).with_path(&csv)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("reagent-jsonl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_cut_from_the_file() {
+        let p = tmp("torn.jsonl", "{\"a\":1}\n{\"a\":2}\n{\"a\":");
+        let v: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
+        append_line(&p, &serde_json::json!({"a": 3})).unwrap();
+        let v: Vec<serde_json::Value> = read_jsonl(&p).unwrap();
+        assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_middle_line_is_an_error_and_the_file_is_kept() {
+        let text = "{\"a\":1}\n{\"a\" 2}\n{\"a\":3}\n";
+        let p = tmp("corrupt.jsonl", text);
+        let e = read_jsonl::<serde_json::Value>(&p).unwrap_err().to_string();
+        assert!(e.contains("corrupt.jsonl:2:"), "{e}");
+        assert_eq!(e.lines().count(), 1);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+    }
+
+    #[test]
+    fn labels_sort_next_to_their_method() {
+        let mut v = vec!["random", "reagent-b", "occlusion", "reagent", "reagent-a"];
+        v.sort_by_key(|l| label_order(l));
+        assert_eq!(
+            v,
+            ["reagent", "reagent-a", "reagent-b", "occlusion", "random"]
+        );
     }
 }

@@ -72,7 +72,10 @@ impl Attention {
                 normalize(acc.into_iter().map(|a| a / n).collect())
             }
             AttentionMethod::LastLayer => {
-                normalize(last(means.last().expect("at least one layer"))?)
+                let lastl = means
+                    .last()
+                    .ok_or_else(|| crate::Error::input("the model has no attention layers"))?;
+                normalize(last(lastl)?)
             }
             AttentionMethod::Rollout => {
                 let eye = Tensor::eye(l, candle_core::DType::F32, model.device())?;
@@ -84,7 +87,9 @@ impl Attention {
                         Some(prev) => r.matmul(&prev)?,
                     });
                 }
-                normalize(last(&rollout.expect("at least one layer"))?)
+                let r = rollout
+                    .ok_or_else(|| crate::Error::input("the model has no attention layers"))?;
+                normalize(last(&r)?)
             }
         })
     }

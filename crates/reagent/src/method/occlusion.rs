@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::gradient::{baseline, inputs, values, Attributed, Baseline};
-use super::{Attributor, MethodKind, Progress, TargetScores};
+use super::{score_rows, Attributor, LmTarget, MethodKind, Progress, TargetScores};
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -36,13 +36,37 @@ impl Occlusion {
     }
 
     /// Signed drops `p(y|x) - p(y|x_(i))`.
+    ///
+    /// With the UNK baseline, occluding token `i` is replacing its id by UNK's (the same
+    /// embedding), so the contexts go through the probability-only seam as token ids; with the
+    /// zero baseline they are built as embeddings. Either way they run in batches that fit the
+    /// token budget ([`super::batch_tokens`]), so a long context never holds all `L + 1` rows.
     pub fn drops(&self, model: &dyn CausalLm, context: &[u32], target: u32) -> Result<Vec<f32>> {
+        let l = context.len();
+        if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
+            let f = LmTarget(model);
+            let row = |i: Option<usize>| -> Vec<u32> {
+                let mut c = context.to_vec();
+                if let Some(i) = i {
+                    c[i] = unk;
+                }
+                c
+            };
+            let mut p = Vec::with_capacity(l + 1);
+            let rows = super::rows_for(l);
+            let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
+            for chunk in all.chunks(rows) {
+                let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
+                p.extend(score_rows(&f, &ctx, |_, lp| lp[target as usize].exp())?);
+            }
+            return Ok(p[1..].iter().map(|pi| p[0] - pi).collect());
+        }
         let x = inputs(model, context)?;
         let b = baseline(self.baseline, model, context, &x.embeds, self.unk)?;
-        let l = x.len;
-        let mut rows = Vec::with_capacity(l + 1);
-        rows.push(x.embeds.clone());
-        for i in 0..l {
+        let build = |i: Option<usize>| -> Result<Tensor> {
+            let Some(i) = i else {
+                return Ok(x.embeds.clone());
+            };
             let mut parts = Vec::with_capacity(3);
             if i > 0 {
                 parts.push(x.embeds.narrow(1, 0, i)?);
@@ -51,14 +75,19 @@ impl Occlusion {
             if i + 1 < l {
                 parts.push(x.embeds.narrow(1, i + 1, l - i - 1)?);
             }
-            rows.push(Tensor::cat(&parts, 1)?);
+            Ok(Tensor::cat(&parts, 1)?)
+        };
+        let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
+        let mut p = Vec::with_capacity(l + 1);
+        for chunk in all.chunks(super::rows_for(l)) {
+            let rows: Vec<Tensor> = chunk.iter().map(|&i| build(i)).collect::<Result<_>>()?;
+            p.extend(values(
+                model,
+                &Tensor::cat(&rows, 0)?,
+                target,
+                Attributed::Probability,
+            )?);
         }
-        let p = values(
-            model,
-            &Tensor::cat(&rows, 0)?,
-            target,
-            Attributed::Probability,
-        )?;
         Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
     }
 }

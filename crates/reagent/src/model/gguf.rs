@@ -293,9 +293,53 @@ fn vocab_size(f: &GgufFile, arch: &str) -> Result<usize> {
     }
 }
 
+/// The size keys of an architecture's metadata, each in `1..=MAX_DIM` where present.
+fn check_sizes(f: &GgufFile, arch: &str) -> Result<()> {
+    let keys = [
+        "attention.head_count",
+        "attention.head_count_kv",
+        "embedding_length",
+        "feed_forward_length",
+        "block_count",
+        "context_length",
+        "rope.dimension_count",
+        "attention.key_length",
+        "attention.sliding_window",
+        "vocab_size",
+    ];
+    let dims: Vec<(String, usize)> = keys
+        .iter()
+        .filter_map(|k| {
+            let key = format!("{arch}.{k}");
+            f.usize_opt(&key).map(|v| (key, v))
+        })
+        .collect();
+    let named: Vec<(&str, usize)> = dims.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    super::dims::check(&f.describe(), &named)?;
+    let (h, n) = (
+        f.usize_opt(&format!("{arch}.embedding_length")),
+        f.usize_opt(&format!("{arch}.attention.head_count")),
+    );
+    if let (Some(h), Some(n)) = (h, n) {
+        let has_dim = f
+            .usize_opt(&format!("{arch}.rope.dimension_count"))
+            .is_some()
+            || f.usize_opt(&format!("{arch}.attention.key_length"))
+                .is_some();
+        if !has_dim && h % n != 0 {
+            return Err(Error::input(format!(
+                "{}: the embedding length {h} is not a multiple of the {n} attention heads",
+                f.describe()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A Llama config from `llama.*` metadata.
 pub fn llama_config(f: &GgufFile) -> Result<super::llama::Config> {
     let k = |s: &str| format!("llama.{s}");
+    check_sizes(f, "llama")?;
     let heads = f.usize(&k("attention.head_count"))?;
     let hidden = f.usize(&k("embedding_length"))?;
     let head_dim = f
@@ -350,6 +394,7 @@ fn rope_scaling_json(f: &GgufFile, arch: &str) -> Option<serde_json::Value> {
 /// global, a local RoPE base of 10 000, and the attention scale `head_dim^-1/2`.
 pub fn gemma3_config(f: &GgufFile) -> Result<super::gemma3::Config> {
     let k = |s: &str| format!("gemma3.{s}");
+    check_sizes(f, "gemma3")?;
     let heads = f.usize(&k("attention.head_count"))?;
     let hidden = f.usize(&k("embedding_length"))?;
     let head_dim = f.usize(&k("attention.key_length"))?;

@@ -280,7 +280,69 @@ fn read_config(path: &Path) -> Result<serde_json::Value> {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(cfg: &serde_json::Value, path: &Path) -> Result<T> {
+    check_config(cfg, path)?;
     serde_json::from_value(cfg.clone()).with_path(path)
+}
+
+/// The size fields of the configs we read, across architectures.
+const SIZE_FIELDS: &[&str] = &[
+    "hidden_size",
+    "n_embd",
+    "d_model",
+    "num_attention_heads",
+    "n_head",
+    "num_key_value_heads",
+    "num_hidden_layers",
+    "n_layer",
+    "intermediate_size",
+    "ffn_dim",
+    "n_inner",
+    "head_dim",
+    "vocab_size",
+    "max_position_embeddings",
+    "n_positions",
+    "sliding_window_pattern",
+    "rotary_dim",
+    "word_embed_proj_dim",
+];
+
+/// Fail in one line on sizes no model can have (0, or past [`super::dims::MAX_DIM`]), before
+/// any of them divides or allocates.
+fn check_config(cfg: &serde_json::Value, path: &Path) -> Result<()> {
+    let mut dims = Vec::new();
+    for &k in SIZE_FIELDS {
+        match cfg.get(k) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => match v.as_u64() {
+                Some(n) => dims.push((k, n as usize)),
+                None => {
+                    return Err(Error::input(format!(
+                        "{}: `{k}` must be a positive integer, got {v}",
+                        path.display()
+                    )))
+                }
+            },
+        }
+    }
+    super::dims::check(&path.display().to_string(), &dims)?;
+    // Heads must split the hidden size when no head_dim is given.
+    let get = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|k| cfg.get(*k).and_then(|v| v.as_u64()))
+    };
+    if let (Some(h), Some(n)) = (
+        get(&["hidden_size", "n_embd", "d_model"]),
+        get(&["num_attention_heads", "n_head"]),
+    ) {
+        if cfg.get("head_dim").and_then(|v| v.as_u64()).is_none() && h % n != 0 {
+            return Err(Error::input(format!(
+                "{}: the hidden size {h} is not a multiple of the {n} attention heads",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The architecture name of a config: `architectures[0]`, else derived from `model_type`.

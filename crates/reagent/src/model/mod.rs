@@ -10,6 +10,7 @@
 //! or a hub id.
 
 pub mod bert;
+pub mod dims;
 mod fused;
 pub mod gemma3;
 pub mod gguf;

@@ -17,18 +17,41 @@ pub fn fixture(rel: &str) -> PathBuf {
     root().join("fixtures").join(rel)
 }
 
-/// A real model under models/, or `None` (with a visible message) when models/ is empty.
+/// Where the real models are: `$REAGENT_MODELS_DIR`, as `scripts/fetch-models.sh` reads it, or
+/// `<repo>/models`.
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("REAGENT_MODELS_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => root().join("models"),
+    }
+}
+
+/// Whether a missing real model must fail the test: under CI (`CI` set) or with
+/// `REAGENT_REQUIRE_MODELS` set.
+pub fn models_required() -> bool {
+    let set = |v: &str| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false");
+    set("CI") || set("REAGENT_REQUIRE_MODELS")
+}
+
+/// A real model, or `None` (with a visible message) when it is missing and not required. Under
+/// CI or `REAGENT_REQUIRE_MODELS`, a missing model fails the test with its path.
 pub fn real_model(file: &str) -> Option<PathBuf> {
-    let p = root().join("models").join(file);
+    let p = models_dir().join(file);
     if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is missing; run scripts/fetch-models.sh to run this test",
+        return Some(p);
+    }
+    if models_required() {
+        panic!(
+            "{} is missing, and real models are required here (CI or REAGENT_REQUIRE_MODELS); \
+             run scripts/fetch-models.sh",
             p.display()
         );
-        None
     }
+    eprintln!(
+        "SKIPPED: {} is missing; run scripts/fetch-models.sh to run this test",
+        p.display()
+    );
+    None
 }
 
 pub fn load_tensors(path: &Path) -> HashMap<String, Tensor> {

@@ -48,7 +48,7 @@ pub use sampler::{
 pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
-use super::{Attributor, MethodKind, NextTokenFn, Progress, TargetScores};
+use super::{score_rows, Attributor, MethodKind, NextTokenFn, Progress, TargetScores};
 use crate::model::{CausalLm, LoadedMaskedModel, LoadedModel};
 use crate::{Error, Result};
 
@@ -448,9 +448,8 @@ impl Reagent {
                 })
                 .collect();
             let xs = self.sample(context, &masks, &ids, 0, Phase::Pilot, &mut rngs)?;
-            let rows = f.log_probs(&xs)?;
-            rows_used += rows.len();
-            let mut ps: Vec<f32> = rows.iter().map(|row| row[target as usize].exp()).collect();
+            let mut ps = score_rows(f, &xs, |_, row| row[target as usize].exp())?;
+            rows_used += ps.len();
             ps.sort_by(f32::total_cmp);
             let median = 0.5 * (ps[PILOTS / 2 - 1] + ps[PILOTS / 2]);
             if median >= 0.5 * p0 || t + 1 == TRIES {
@@ -524,10 +523,10 @@ impl Reagent {
         // step t+1's update.
         let updates = self.draw_updates(replacer, context, &active, 1, &mut rngs)?;
         let xs: Vec<Vec<u32>> = updates.iter().map(|(_, x)| x.clone()).collect();
-        let rows = f.log_probs(&xs)?;
-        rows_used += rows.len();
+        let ds = score_rows(f, &xs, |_, row| self.delta(p0, &probs0, row, target))?;
+        rows_used += ds.len();
         for (k, &p) in active.iter().enumerate() {
-            let d = self.delta(p0, &probs0, &rows[k], target);
+            let d = ds[k];
             apply_update(&mut scores[p], &updates[k].0, d);
             if pooled {
                 pool.push(&updates[k].0, d);
@@ -535,8 +534,10 @@ impl Reagent {
         }
         let mut step = 1;
         loop {
-            // Stopping tests run only once a probe may stop.
-            let testing = step >= cfg.min_steps;
+            let more = step < cfg.max_steps;
+            // Stopping tests run only once a probe may stop, and a pooled read-out skips the
+            // last one: it does not use convergence, and no update follows it.
+            let testing = step >= cfg.min_steps && (more || !pooled);
             let mut batch = if testing {
                 let masks: Vec<Vec<bool>> = active
                     .iter()
@@ -554,19 +555,26 @@ impl Reagent {
                 Vec::new()
             };
             let n_tests = batch.len();
-            let more = step < cfg.max_steps;
             let next = if more {
                 self.draw_updates(replacer, context, &active, step + 1, &mut rngs)?
             } else {
                 Vec::new()
             };
             batch.extend(next.iter().map(|(_, x)| x.clone()));
-            let rows = f.log_probs(&batch)?;
+            // Each row reduced as its batch returns: a stopping test to whether it holds, an
+            // update to its change d.
+            let rows = score_rows(f, &batch, |i, row| {
+                if i < n_tests {
+                    (self.stopping.holds(row, target), 0.0)
+                } else {
+                    (false, self.delta(p0, &probs0, row, target))
+                }
+            })?;
             rows_used += rows.len();
             let (stop_rows, update_rows) = rows.split_at(n_tests);
             let mut still = Vec::with_capacity(active.len());
             for (k, &p) in active.iter().enumerate() {
-                let mut stops = testing && self.stopping.holds(&stop_rows[k], target);
+                let mut stops = testing && stop_rows[k].0;
                 if cfg.stable_window > 0 && !pooled && testing {
                     let top = sorted_top(&softmax(&scores[p]), keep);
                     let s = &mut stable[p];
@@ -587,7 +595,7 @@ impl Reagent {
             // pooled read-out keeps them.
             if pooled {
                 for (k, (mask, _)) in next.iter().enumerate() {
-                    pool.push(mask, self.delta(p0, &probs0, &update_rows[k], target));
+                    pool.push(mask, update_rows[k].1);
                 }
             }
             let mut pool_done = false;
@@ -606,8 +614,7 @@ impl Reagent {
                 break;
             }
             for &(k, p) in &still {
-                let d = self.delta(p0, &probs0, &update_rows[k], target);
-                apply_update(&mut scores[p], &next[k].0, d);
+                apply_update(&mut scores[p], &next[k].0, update_rows[k].1);
             }
             active = still.into_iter().map(|(_, p)| p).collect();
             step += 1;
