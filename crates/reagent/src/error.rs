@@ -16,10 +16,10 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A tensor operation failed (usually a bug or a corrupt weight file).
-    #[error("tensor error: {0}")]
+    #[error("tensor error: {}", first_line(&.0.to_string()))]
     Candle(#[from] candle_core::Error),
     /// The tokenizer failed to load or to encode/decode.
-    #[error("tokenizer: {0}")]
+    #[error("tokenizer: {}", first_line(.0))]
     Tokenizer(String),
     /// A JSON file (config.json, tokenizer.json, a dataset) did not parse.
     #[error("{path}: invalid JSON: {source}")]
@@ -35,14 +35,20 @@ pub enum Error {
     #[error("{what} is missing from {source_name}")]
     Missing { what: String, source_name: String },
     /// The model could not be found or fetched.
-    #[error("{0}")]
+    #[error("{}", first_line(.0))]
     ModelSource(String),
     /// The caller's input is unusable: empty text, too long, bad hyperparameter, ...
-    #[error("{0}")]
+    #[error("{}", first_line(.0))]
     InvalidInput(String),
     /// The model cannot do what the method needs (e.g. gradients through quantized weights).
-    #[error("{0}")]
+    #[error("{}", first_line(.0))]
     Unsupported(String),
+}
+
+/// The first line of a message: candle appends a backtrace to its errors when `RUST_BACKTRACE`
+/// is set, and an error here is one line.
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim_end()
 }
 
 /// The crate's result alias.

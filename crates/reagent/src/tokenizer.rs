@@ -10,9 +10,9 @@
 //! deliberately (STACK-NOTES pitfall 5): a byte-level token may end inside a multi-byte
 //! character, so starts round down and ends round up to character boundaries.
 
+use crate::error::WithPath;
 use std::collections::HashSet;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde_json::{json, Value};
 
@@ -36,10 +36,22 @@ pub struct Tokenizer {
     unk: Option<u32>,
 }
 
+/// Parse a `tokenizer.json` document. The syntax is checked first, and the tokenizers crate
+/// then reads the parsed value: on some malformed documents it panics while reading the text
+/// (its decoder helper unwraps a stream error), which a parsed value cannot trigger; any other
+/// panic of its is caught and reported as an error.
+fn parse_tokenizer(json: &str) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let value: Value = serde_json::from_str(json).map_err(|e| format!("invalid JSON: {e}"))?;
+    std::panic::catch_unwind(move || serde_json::from_value::<tokenizers::Tokenizer>(value))
+        .map_err(|_| "the tokenizers crate could not read this tokenizer".to_string())?
+        .map_err(|e| e.to_string())
+}
+
 impl Tokenizer {
     /// Load a `tokenizer.json` (and the UNK token from a `tokenizer_config.json` beside it).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let text = std::fs::read_to_string(path).with_path(path)?;
+        let inner = parse_tokenizer(&text)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         let config = path.with_file_name("tokenizer_config.json");
         let from_config = std::fs::read_to_string(&config)
@@ -60,7 +72,7 @@ impl Tokenizer {
 
     /// Parse a `tokenizer.json` document.
     pub fn from_json(json: &str) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_str(json).map_err(Error::tokenizer)?;
+        let inner = parse_tokenizer(json).map_err(Error::tokenizer)?;
         Ok(Self::wrap(inner))
     }
 

@@ -222,7 +222,9 @@ impl BertMlm {
         });
         let max_positions = match flavor {
             // RoBERTa's positions start after the padding index.
-            Flavor::Roberta => cfg.max_position_embeddings - pad_id as usize - 1,
+            Flavor::Roberta => cfg
+                .max_position_embeddings
+                .saturating_sub(pad_id as usize + 1),
             Flavor::Bert => cfg.max_position_embeddings,
         };
         let info = ModelInfo {

@@ -181,6 +181,11 @@ impl GptNeoX {
             vb.pp("embed_out").linear(h, cfg.vocab_size, false)?
         };
         let (theta, pct, scaling) = cfg.rope()?;
+        if !(pct > 0.0 && pct <= 1.0) {
+            return Err(crate::Error::input(format!(
+                "rotary_pct must be in (0, 1], got {pct}"
+            )));
+        }
         let rot_dim = (head_dim as f64 * pct) as usize;
         let rotary = Rotary::new(
             rot_dim,

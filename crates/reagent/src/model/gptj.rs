@@ -115,8 +115,14 @@ impl GptJ {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
         let head = vb.pp("lm_head").linear(h, cfg.vocab_size, true)?;
+        let rot_dim = cfg.rotary_dim.unwrap_or(head_dim);
+        if rot_dim > head_dim {
+            return Err(crate::Error::input(format!(
+                "rotary_dim {rot_dim} is wider than the heads ({head_dim})"
+            )));
+        }
         let rotary = Rotary::new(
-            cfg.rotary_dim.unwrap_or(head_dim),
+            rot_dim,
             10_000.0,
             &RopeScaling::None,
             cfg.n_positions,

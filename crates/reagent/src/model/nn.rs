@@ -509,7 +509,15 @@ impl Rotary {
         interleaved: bool,
         device: &Device,
     ) -> Result<Self> {
+        if rot_dim > 1 << 16 || !(base.is_finite() && base > 0.0) {
+            return Err(crate::Error::input(format!(
+                "rotary embedding of width {rot_dim} with base {base}: not a valid model configuration"
+            )));
+        }
         let half = rot_dim / 2;
+        // At most 2^25 entries per table (128 MiB), however long a context a file declares:
+        // 524,288 positions at 128-wide heads. Longer inputs fail in one line, not in memory.
+        let max_pos = max_pos.min((1 << 25) / half.max(1));
         let mut inv_freq: Vec<f32> = (0..half)
             .map(|i| 1.0f32 / (base as f32).powf((2 * i) as f32 / rot_dim as f32))
             .collect();
