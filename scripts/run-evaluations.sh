@@ -55,10 +55,11 @@ case "$stage" in
   wikibio | tellmewhy)
     run "data/$stage.txt" "docs/results/$model-$stage" 10 --new-tokens 10 --methods "$baselines" "${variants[@]}" ;;
   reference)
-    # The paper's token-level preset (5 probes, keep 8, top-3, r = 0.1) capped at 200 steps, and
-    # the variants of its recursion, each one flag away from it.
+    # The paper's token-level preset (5 probes, keep 8, top-3, r = 0.1) capped at 100 steps, and
+    # the variants of its recursion, each one flag away from it. (inseq's default preset, 16
+    # probes and r = 0.3, converged no probe in 300 steps on the first LongRA row: 18 minutes.)
     run data/longra.jsonl "docs/results/$model-longra-reference" 10 --methods reagent,random \
-      --preset paper-token --max-steps 200 \
+      --preset paper-token --max-steps 100 \
       --variant "reagent-minsteps:min_steps=20" \
       --variant "reagent-weighted:probe_weighting=steps" \
       --variant "reagent-anytime:stable_window=20" \

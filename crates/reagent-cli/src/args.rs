@@ -204,6 +204,9 @@ pub struct ReagentArgs {
     /// median perturbed probability keeps half of the original.
     #[arg(long)]
     pub adaptive_ratio: bool,
+    /// Variant: with --readout mask-diff, shrink each effect by this many standard errors [0].
+    #[arg(long)]
+    pub shrink_z: Option<f64>,
 }
 
 #[derive(Args, Debug)]

@@ -76,6 +76,9 @@ pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
         c.stable_window = v;
     }
     c.adaptive_ratio |= a.adaptive_ratio;
+    if let Some(v) = a.shrink_z {
+        c.shrink_z = v;
+    }
     c.validate()
         .map_err(|e| anyhow::anyhow!(with_flag(&e.to_string())))?;
     Ok(c)

@@ -239,6 +239,62 @@ fn append_line<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
+/// A rerun into an existing folder may add methods and raise the example limit; everything else
+/// (model, weights, dataset, settings, and the configuration of every method already there) must
+/// match. Returns what `run.json` then records.
+fn merge_runs(old: RunInfo, new: &RunInfo) -> std::result::Result<RunInfo, String> {
+    if old.model != new.model || old.weights != new.weights {
+        return Err(format!("model {} there, {} here", old.model, new.model));
+    }
+    if old.dataset != new.dataset || old.level != new.level {
+        return Err(format!(
+            "dataset {} there, {} here",
+            old.dataset, new.dataset
+        ));
+    }
+    let same_settings = EvalConfig {
+        limit: None,
+        ..old.config.clone()
+    } == EvalConfig {
+        limit: None,
+        ..new.config.clone()
+    };
+    if !same_settings {
+        return Err("the evaluation settings differ".into());
+    }
+    let mut methods = old.methods.clone();
+    for (label, cfg) in &new.methods {
+        match old.methods.iter().find(|(l, _)| l == label) {
+            Some((_, c)) if c != cfg => {
+                return Err(format!("method `{label}` is configured differently"))
+            }
+            Some(_) => {}
+            None => methods.push((label.clone(), cfg.clone())),
+        }
+    }
+    let limit = match (old.config.limit, new.config.limit) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        _ => None,
+    };
+    Ok(RunInfo {
+        methods,
+        config: EvalConfig {
+            limit,
+            ..old.config
+        },
+        ..old
+    })
+}
+
+/// Write a JSON file through a temporary file and a rename, so a kill leaves the old or the new.
+fn write_atomically<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Error::input(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_path(&tmp)?;
+    std::fs::rename(&tmp, path).with_path(path)?;
+    Ok(())
+}
+
 /// Row identifiers of a dataset, with their prompts and (LongRA) rows.
 fn rows(dataset: &Dataset) -> Vec<(String, String)> {
     match dataset {
@@ -360,14 +416,16 @@ pub fn run(
         let text = std::fs::read_to_string(&info_path).with_path(&info_path)?;
         let old: RunInfo = serde_json::from_str(&text).with_path(&info_path)?;
         if old != info {
-            return Err(Error::input(format!(
-                "{} holds a different run (model, dataset, methods or settings differ); use another --out folder",
-                out.display()
-            )));
+            let merged = merge_runs(old, &info).map_err(|why| {
+                Error::input(format!(
+                    "{} holds a different run ({why}); use another --out folder",
+                    out.display()
+                ))
+            })?;
+            write_atomically(&info_path, &merged)?;
         }
     } else {
-        let text = serde_json::to_string_pretty(&info).map_err(|e| Error::input(e.to_string()))?;
-        std::fs::write(&info_path, text).with_path(&info_path)?;
+        write_atomically(&info_path, &info)?;
     }
 
     let examples_path = out.join("examples.jsonl");

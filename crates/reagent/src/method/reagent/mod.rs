@@ -188,6 +188,10 @@ pub struct ReagentConfig {
     /// replaced.
     #[serde(default, skip_serializing_if = "is_default")]
     pub adaptive_ratio: bool,
+    /// With the mask-difference read-out, shrink each effect towards 0 by this many standard
+    /// errors before normalizing, so positions whose effect is within noise get no mass. 0: off.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub shrink_z: f64,
 }
 
 impl Default for ReagentConfig {
@@ -206,6 +210,7 @@ impl Default for ReagentConfig {
             probe_weighting: ProbeWeighting::Mean,
             stable_window: 0,
             adaptive_ratio: false,
+            shrink_z: 0.0,
         }
     }
 }
@@ -262,6 +267,17 @@ impl ReagentConfig {
                 "min_steps ({}) must not exceed max_steps ({})",
                 self.min_steps, self.max_steps
             )));
+        }
+        if !(self.shrink_z >= 0.0 && self.shrink_z.is_finite()) {
+            return Err(Error::input(format!(
+                "shrink_z must be a finite number of at least 0, got {}",
+                self.shrink_z
+            )));
+        }
+        if self.shrink_z > 0.0 && self.readout != Readout::MaskDiff {
+            return Err(Error::input(
+                "shrink_z applies to the mask_diff read-out only",
+            ));
         }
         if self.probe_weighting != ProbeWeighting::Mean && self.readout.is_pooled() {
             return Err(Error::input(
@@ -625,7 +641,7 @@ impl Reagent {
             Readout::Reference => {
                 reference_mean(&final_scores, &converged_step, cfg.probe_weighting, l)
             }
-            Readout::MaskDiff => readout::positive_unit(&pool.mask_diff()),
+            Readout::MaskDiff => readout::positive_unit(&pool.mask_diff_shrunk(cfg.shrink_z)),
             Readout::Regression => readout::positive_unit(&pool.regression(REGRESSION_LAMBDA)),
         };
         Ok(Trace {

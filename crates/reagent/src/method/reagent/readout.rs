@@ -67,8 +67,10 @@ pub struct Pool {
     masks: Vec<Vec<bool>>,
     ds: Vec<f32>,
     sum_replaced: Vec<f64>,
+    sq_replaced: Vec<f64>,
     n_replaced: Vec<usize>,
     sum_all: f64,
+    sq_all: f64,
 }
 
 impl Pool {
@@ -78,8 +80,10 @@ impl Pool {
             masks: Vec::new(),
             ds: Vec::new(),
             sum_replaced: vec![0.0; len],
+            sq_replaced: vec![0.0; len],
             n_replaced: vec![0; len],
             sum_all: 0.0,
+            sq_all: 0.0,
         }
     }
 
@@ -96,10 +100,12 @@ impl Pool {
         for (i, &r) in mask.iter().enumerate() {
             if r {
                 self.sum_replaced[i] += d as f64;
+                self.sq_replaced[i] += (d as f64) * (d as f64);
                 self.n_replaced[i] += 1;
             }
         }
         self.sum_all += d as f64;
+        self.sq_all += (d as f64) * (d as f64);
         self.masks.push(mask.to_vec());
         self.ds.push(d);
     }
@@ -117,6 +123,32 @@ impl Pool {
                 }
                 let sr = self.sum_replaced[i];
                 sr / nr as f64 - (self.sum_all - sr) / nk as f64
+            })
+            .collect()
+    }
+
+    /// [`Pool::mask_diff`] shrunk towards 0 by `z` standard errors (Welch's, of the difference
+    /// of the two means): `sign(e) * max(0, |e| - z * se)`. Positions whose effect is within
+    /// noise get 0 instead of a share of the mass; with `z = 0` it is the plain difference.
+    pub fn mask_diff_shrunk(&self, z: f64) -> Vec<f64> {
+        let n = self.ds.len();
+        let e = self.mask_diff();
+        (0..self.len)
+            .map(|i| {
+                let (nr, nk) = (self.n_replaced[i], n - self.n_replaced[i]);
+                if nr < 2 || nk < 2 || z == 0.0 {
+                    return e[i];
+                }
+                let var = |sum: f64, sq: f64, k: usize| {
+                    let m = sum / k as f64;
+                    ((sq - k as f64 * m * m) / (k - 1) as f64).max(0.0)
+                };
+                let sr = self.sum_replaced[i];
+                let qr = self.sq_replaced[i];
+                let se = (var(sr, qr, nr) / nr as f64
+                    + var(self.sum_all - sr, self.sq_all - qr, nk) / nk as f64)
+                    .sqrt();
+                e[i].signum() * (e[i].abs() - z * se).max(0.0)
             })
             .collect()
     }
@@ -245,6 +277,21 @@ mod tests {
             e[1].abs() < 0.08 && e[3].abs() < 0.08 && e[4].abs() < 0.08,
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn shrinkage_zeroes_noise_and_keeps_real_effects() {
+        let pool = synthetic(400);
+        let plain = pool.mask_diff();
+        let shrunk = pool.mask_diff_shrunk(2.0);
+        // The two real effects survive, smaller by about two standard errors (~0.05).
+        assert!(shrunk[2] > 0.35 && shrunk[2] < plain[2], "{shrunk:?}");
+        assert!(shrunk[0] > 0.08 && shrunk[0] < plain[0], "{shrunk:?}");
+        // Pure noise positions go to (or very near) zero.
+        for i in [1, 3, 4] {
+            assert!(shrunk[i].abs() < 0.02, "{shrunk:?}");
+        }
+        assert_eq!(pool.mask_diff_shrunk(0.0), plain);
     }
 
     #[test]

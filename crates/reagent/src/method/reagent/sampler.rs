@@ -93,10 +93,24 @@ impl Sampler for UniformSampler {
         replace: &[Vec<bool>],
         draws: &mut [Draw<'_>],
     ) -> Result<Vec<Vec<u32>>> {
-        let n = self.candidates.len();
         Ok(per_position(context, replace, draws, |_, d| {
-            self.candidates[d.rng.random_range(0..n)]
+            self.pick(d.rng.random::<f32>())
         }))
+    }
+}
+
+impl UniformSampler {
+    /// The candidate for a uniform draw `u` in `[0, 1)`: `avail[trunc(u * len)]` in f32, as the
+    /// reference computes it.
+    pub fn pick(&self, u: f32) -> u32 {
+        let n = self.candidates.len();
+        let i = (u * n as f32) as usize;
+        self.candidates[i.min(n - 1)]
+    }
+
+    /// The candidate ids, ascending.
+    pub fn candidates(&self) -> &[u32] {
+        &self.candidates
     }
 }
 
@@ -104,6 +118,8 @@ impl Sampler for UniformSampler {
 pub struct PosSampler {
     table: PosTable,
     groups: Vec<Vec<u32>>,
+    /// Where each group starts in the concatenation of all groups.
+    offsets: Vec<usize>,
     limit: u32,
 }
 
@@ -118,9 +134,18 @@ impl PosSampler {
         if limit == 0 {
             return Err(Error::input("the POS sampler needs a non-empty vocabulary"));
         }
+        let offsets = groups
+            .iter()
+            .scan(0, |acc, g| {
+                let o = *acc;
+                *acc += g.len();
+                Some(o)
+            })
+            .collect();
         Ok(PosSampler {
             table,
             groups,
+            offsets,
             limit,
         })
     }
@@ -142,13 +167,24 @@ impl Sampler for PosSampler {
         draws: &mut [Draw<'_>],
     ) -> Result<Vec<Vec<u32>>> {
         Ok(per_position(context, replace, draws, |id, d| {
-            let g = &self.groups[self.table.group(id)];
-            if g.is_empty() {
-                id
-            } else {
-                g[d.rng.random_range(0..g.len())]
-            }
+            self.pick(id, d.rng.random::<f32>())
         }))
+    }
+}
+
+impl PosSampler {
+    /// The replacement of `id` for a uniform draw `u` in `[0, 1)`, as inseq's
+    /// `POSTagTokenSampler` computes it: with the groups concatenated in order of first
+    /// appearance, `concat[trunc(u * size[g] + offset[g])]` in f32.
+    pub fn pick(&self, id: u32, u: f32) -> u32 {
+        let g = self.table.group(id);
+        let group = &self.groups[g];
+        if group.is_empty() {
+            return id;
+        }
+        let offset = self.offsets[g];
+        let x = (u * group.len() as f32 + offset as f32) as usize;
+        group[x.saturating_sub(offset).min(group.len() - 1)]
     }
 }
 

@@ -1,0 +1,219 @@
+//! ReAGent's samplers against their references.
+//!
+//! - uniform and POS: `fixtures/reagent/sampler_vectors.json` (written by
+//!   `scripts/reagent_reference.py`): for recorded uniform draws `u`, the token the reference's
+//!   formula picks (the original code's `UniformTokenSampler` over `[0, V)` minus BOS/EOS/UNK;
+//!   inseq's `POSTagTokenSampler` over groups in order of first appearance);
+//! - causal: transformers' greedy prediction at every position, from the model-parity logits;
+//! - the distribution of draws: a seeded chi-square test over many draws.
+
+mod common;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reagent::method::reagent::pos::PosTable;
+use reagent::method::reagent::{CausalSampler, Draw, Phase, PosSampler, Sampler, UniformSampler};
+use reagent::model::{load_causal, LoadOptions};
+
+fn vectors() -> serde_json::Value {
+    read_json(&fixture("reagent/sampler_vectors.json"))
+}
+
+fn rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn tiny() -> reagent::LoadedModel {
+    load_causal(
+        fixture("models/llama_tied").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Draws through `sample` with a seeded stream, and the `u` values that stream gives.
+fn sample_with(s: &dyn Sampler, context: &[u32], seed: u64) -> (Vec<u32>, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mask = vec![true; context.len()];
+    let out = s
+        .sample(
+            context,
+            std::slice::from_ref(&mask),
+            &mut [Draw {
+                probe: 0,
+                step: 1,
+                phase: Phase::Update,
+                rng: &mut rng,
+            }],
+        )
+        .unwrap();
+    let mut again = ChaCha8Rng::seed_from_u64(seed);
+    let us = (0..context.len()).map(|_| again.random::<f32>()).collect();
+    (out[0].clone(), us)
+}
+
+#[test]
+fn uniform_sampler_matches_the_reference() {
+    let v = vectors();
+    let fx = &v["uniform"];
+    let model = tiny();
+    let s = UniformSampler::new(
+        &model.tokenizer,
+        fx["vocab_size"].as_u64().unwrap() as usize,
+    )
+    .unwrap();
+    // The same candidates: [0, V) minus the excluded (special) ids.
+    let excluded: Vec<u32> = fx["excluded_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    let want: Vec<u32> = (0..352).filter(|i| !excluded.contains(i)).collect();
+    assert_eq!(s.candidates(), &want[..]);
+    for (us, expected) in rows(&v["u"]).iter().zip(rows(&fx["expected"])) {
+        for (u, e) in us.iter().zip(expected) {
+            assert_eq!(s.pick(*u as f32), e as u32, "u = {u}");
+        }
+    }
+    // `sample` draws exactly through `pick`.
+    let ctx = [5u32, 17, 42, 9, 33];
+    let (out, us) = sample_with(&s, &ctx, 3);
+    let picked: Vec<u32> = us.iter().map(|&u| s.pick(u)).collect();
+    assert_eq!(out, picked);
+}
+
+#[test]
+fn pos_sampler_matches_the_reference() {
+    let v = vectors();
+    let fx = &v["postag"];
+    let n = fx["vocab_size"].as_u64().unwrap() as usize;
+    // The fixture's synthetic tag rule: key (i * 7) % 3, tags in order of first appearance.
+    let mut tags: Vec<String> = Vec::new();
+    let tag_of: Vec<u16> = (0..n)
+        .map(|i| {
+            let key = ((i * 7) % 3).to_string();
+            let pos = tags.iter().position(|t| *t == key).unwrap_or_else(|| {
+                tags.push(key);
+                tags.len() - 1
+            });
+            pos as u16
+        })
+        .collect();
+    let s = PosSampler::new(PosTable { tags, tag_of }, n).unwrap();
+    let ids = rows(&v["ids"]);
+    for ((idr, us), expected) in ids.iter().zip(rows(&v["u"])).zip(rows(&fx["expected"])) {
+        for ((id, u), e) in idr.iter().zip(us).zip(expected) {
+            let got = s.pick(*id as u32, u as f32);
+            assert_eq!(got, e as u32, "id {id}, u {u}");
+            // A replacement keeps the tag.
+            assert_eq!((got as usize * 7) % 3, (*id as usize * 7) % 3);
+        }
+    }
+    let ctx = [5u32, 17, 42, 9, 33];
+    let (out, us) = sample_with(&s, &ctx, 9);
+    let picked: Vec<u32> = ctx.iter().zip(&us).map(|(&id, &u)| s.pick(id, u)).collect();
+    assert_eq!(out, picked);
+}
+
+#[test]
+fn causal_sampler_is_the_greedy_prediction_of_transformers() {
+    let model = tiny();
+    let fx = read_json(&fixture("models/llama_tied/expected.json"));
+    let tensors = load_tensors(&fixture("models/llama_tied/expected.safetensors"));
+    let s = CausalSampler::new(model.model.clone());
+    for (i, ids) in fx["ids"].as_array().unwrap().iter().enumerate() {
+        let ctx: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let logits: Vec<Vec<f32>> = tensors[&format!("logits.{i}")].to_vec2().unwrap();
+        let (out, _) = sample_with(&s, &ctx, 0);
+        assert_eq!(out[0], ctx[0], "position 0 keeps its token");
+        for p in 1..ctx.len() {
+            let row = &logits[p - 1];
+            let argmax = reagent::util::top_n(row, 1)[0] as u32;
+            assert_eq!(out[p], argmax, "text {i}, position {p}");
+        }
+    }
+}
+
+/// Pearson's chi-square statistic of observed counts against equal expected counts.
+fn chi_square(counts: &[usize]) -> f64 {
+    let total: usize = counts.iter().sum();
+    let e = total as f64 / counts.len() as f64;
+    counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum()
+}
+
+#[test]
+fn draws_are_uniform_over_their_candidates() {
+    let model = tiny();
+    let s = UniformSampler::new(&model.tokenizer, 352).unwrap();
+    let n = s.candidates().len();
+    let mut counts = vec![0usize; 352];
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let ctx = vec![5u32; 100];
+    let mask = vec![true; ctx.len()];
+    for step in 0..500 {
+        let out = s
+            .sample(
+                &ctx,
+                std::slice::from_ref(&mask),
+                &mut [Draw {
+                    probe: 0,
+                    step,
+                    phase: Phase::Update,
+                    rng: &mut rng,
+                }],
+            )
+            .unwrap();
+        for id in &out[0] {
+            counts[*id as usize] += 1;
+        }
+    }
+    // Special tokens are never drawn; every candidate is.
+    assert!(
+        counts[..3].iter().all(|&c| c == 0),
+        "a special token was drawn"
+    );
+    let cand: Vec<usize> = s.candidates().iter().map(|&i| counts[i as usize]).collect();
+    assert!(cand.iter().all(|&c| c > 0));
+    // 50,000 draws over 349 candidates: chi-square with 348 degrees of freedom; its 99.9th
+    // percentile is about 438.
+    let x2 = chi_square(&cand);
+    assert!(x2 < 438.0, "chi-square {x2} over {n} candidates");
+    // The POS sampler: uniform within the group.
+    let tag_of: Vec<u16> = (0..352).map(|i| (i % 2) as u16).collect();
+    let p = PosSampler::new(
+        PosTable {
+            tags: vec!["a".into(), "b".into()],
+            tag_of,
+        },
+        352,
+    )
+    .unwrap();
+    let mut counts = vec![0usize; 352];
+    for k in 0..20_000 {
+        let u: f32 = rng.random();
+        let id = p.pick(2 * (k % 100) as u32, u);
+        assert_eq!(id % 2, 0, "left its group");
+        counts[id as usize] += 1;
+    }
+    let even: Vec<usize> = (0..352).step_by(2).map(|i| counts[i]).collect();
+    // 175 degrees of freedom: 99.9th percentile about 245.
+    let x2 = chi_square(&even);
+    assert!(x2 < 245.0, "POS chi-square {x2}");
+}
