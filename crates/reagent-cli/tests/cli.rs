@@ -669,3 +669,139 @@ fn evaluate_resumes_after_a_kill() {
     assert_eq!(comparable(&clean), comparable(&resumed));
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A real model (under `$REAGENT_MODELS_DIR` or `models/`); missing fails under CI or
+/// `REAGENT_REQUIRE_MODELS`, and skips visibly otherwise.
+fn real_model(file: &str) -> Option<String> {
+    let dir = std::env::var_os("REAGENT_MODELS_DIR")
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("models"));
+    let p = dir.join(file);
+    if p.is_file() {
+        return Some(p.to_string_lossy().into_owned());
+    }
+    let required = ["CI", "REAGENT_REQUIRE_MODELS"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"));
+    assert!(
+        !required,
+        "{} is missing; run scripts/fetch-models.sh",
+        p.display()
+    );
+    eprintln!("SKIPPED: {} is missing", p.display());
+    None
+}
+
+/// On SmolLM2 the matrix products are large enough to be split across threads; the same seed
+/// must still give the same output with 1 and 2 threads.
+#[test]
+fn real_model_output_is_the_same_with_one_and_two_threads() {
+    let Some(model) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let run = |threads: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_reagent"))
+            .args([
+                "--threads",
+                threads,
+                "attribute",
+                "-m",
+                &model,
+                "-p",
+                "The Eiffel Tower is a famous landmark in the city of",
+                "-t",
+                " Paris",
+                "--probes",
+                "4",
+                "--max-steps",
+                "8",
+                "-q",
+                "--json",
+                "-",
+            ])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v["wall_s"] = 0.into();
+        for t in v["targets"].as_array_mut().unwrap() {
+            t["wall_s"] = 0.into();
+        }
+        v
+    };
+    assert_eq!(
+        run("1"),
+        run("2"),
+        "SmolLM2: different output with 1 and 2 threads"
+    );
+}
+
+/// `--preset paper-token` sets the paper's hyperparameters, flags override it, and
+/// `--words max` gives each word the maximum of its tokens' scores.
+#[test]
+fn paper_preset_and_word_maximum() {
+    let out = ok(&reagent(&[
+        "attribute",
+        "-m",
+        &tiny("gpt2"),
+        "-p",
+        "Hello world, the cat",
+        "-n",
+        "1",
+        "--preset",
+        "paper-token",
+        "--max-steps",
+        "7",
+        "--words",
+        "max",
+        "--sampler",
+        "uniform",
+        "--json",
+        "-",
+        "-q",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cfg = &v["provenance"]["config"];
+    assert_eq!(cfg["probes"], 5);
+    assert_eq!(cfg["keep_top_n"], 8);
+    assert_eq!(cfg["stop_top_k"], 3);
+    assert_eq!(cfg["replacing_ratio"], 0.1);
+    assert_eq!(cfg["max_steps"], 7, "a flag overrides the preset");
+    let words = &v["words"];
+    assert_eq!(words["aggregation"], "max", "{words}");
+    let scores: Vec<f64> = v["targets"][0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let position = v["targets"][0]["position"].as_u64().unwrap() as usize;
+    let mut checked = 0;
+    for (w, s) in words["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(words["scores"][0].as_array().unwrap())
+    {
+        let (a, b) = (
+            w["tokens"][0].as_u64().unwrap() as usize,
+            w["tokens"][1].as_u64().unwrap() as usize,
+        );
+        let b = b.min(position);
+        if a >= b {
+            continue;
+        }
+        let max = scores[a..b]
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            (s.as_f64().unwrap() - max).abs() < 1e-6,
+            "word {w}: {s} vs max {max}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3);
+}

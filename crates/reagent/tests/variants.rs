@@ -330,3 +330,89 @@ fn every_method_enters_the_soft_metrics_on_one_scale() -> TestResult {
     assert_eq!(unit_scale(&[-1.0, 3.0]), vec![0.25, 0.75]);
     Ok(())
 }
+
+/// The total-variation objective against a direct float64 computation on random distributions,
+/// and its effect: it credits a position that moves the distribution without moving the
+/// target's probability, which the reference objective cannot see.
+#[test]
+fn total_variation_objective() -> TestResult {
+    use rand::{Rng, SeedableRng};
+    use reagent::method::reagent::Objective;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..50 {
+        let mut p: Vec<f64> = (0..20).map(|_| rng.random::<f64>().powi(3)).collect();
+        let mut q: Vec<f64> = (0..20).map(|_| rng.random::<f64>().powi(3)).collect();
+        let (sp, sq): (f64, f64) = (p.iter().sum(), q.iter().sum());
+        p.iter_mut().for_each(|x| *x /= sp);
+        q.iter_mut().for_each(|x| *x /= sq);
+        let want: f64 = 0.5 * p.iter().zip(&q).map(|(a, b)| (a - b).abs()).sum::<f64>();
+        let probs0: Vec<f32> = p.iter().map(|&x| x as f32).collect();
+        let row: Vec<f32> = q.iter().map(|&x| (x as f32).ln()).collect();
+        let got = Objective::TotalVariation.change(probs0[3], &probs0, &row, 3);
+        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+        let d = Objective::TargetProb.change(probs0[3], &probs0, &row, 3);
+        assert!((d as f64 - (p[3] - q[3])).abs() < 1e-6);
+    }
+
+    /// Position KEY moves mass off the target; position OTHER only shuffles other tokens.
+    struct TwoPositions {
+        key: u32,
+        other: u32,
+    }
+    const OTHER: usize = 9;
+    impl NextTokenFn for TwoPositions {
+        fn vocab_size(&self) -> usize {
+            8
+        }
+        fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+            Ok(contexts
+                .iter()
+                .map(|c| {
+                    let mut p = [0.6f32, 0.1, 0.1, 0.1, 0.05, 0.03, 0.01, 0.01];
+                    if c[KEY] != self.key {
+                        p[0] = 0.2;
+                        p[1] = 0.5;
+                    }
+                    if c[OTHER] != self.other {
+                        // The target keeps its probability; tokens 2 and 3 trade mass.
+                        p[2] += 0.24;
+                        p[4] -= 0.04;
+                        p[3] -= 0.09;
+                        p[1] -= 0.09;
+                        p[5] -= 0.02;
+                    }
+                    p.iter().map(|x| x.ln()).collect()
+                })
+                .collect())
+        }
+    }
+    let ctx = context();
+    let f = TwoPositions {
+        key: ctx[KEY],
+        other: ctx[OTHER],
+    };
+    let run = |objective| -> Result<Vec<f32>> {
+        let cfg = ReagentConfig {
+            probes: 16,
+            max_steps: 20,
+            min_steps: 20,
+            replacing_ratio: 0.2,
+            readout: Readout::MaskDiff,
+            objective,
+            ..ReagentConfig::default()
+        };
+        Ok(Reagent::new(cfg, Arc::new(NextId))?
+            .trace(&f, &ctx, 0, 0, &NoProgress)?
+            .mean)
+    };
+    let tv = run(Objective::TotalVariation)?;
+    let tp = run(Objective::TargetProb)?;
+    let top2 = reagent::util::top_n(&tv, 2);
+    assert!(top2.contains(&KEY) && top2.contains(&OTHER), "{tv:?}");
+    assert_eq!(argmax(&tp), KEY);
+    assert!(
+        tp[OTHER] < 0.05,
+        "target-prob credits a position it cannot see: {tp:?}"
+    );
+    Ok(())
+}

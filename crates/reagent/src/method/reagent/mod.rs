@@ -145,6 +145,23 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
+impl Objective {
+    /// How much the prediction moved from the original (`p0 = p(y|x)`, `probs0 = p(.|x)`, needed
+    /// by the total variation only) to a perturbed context's log-probabilities `row`.
+    pub fn change(self, p0: f32, probs0: &[f32], row: &[f32], target: u32) -> f32 {
+        match self {
+            Objective::TargetProb => p0 - row[target as usize].exp(),
+            Objective::TotalVariation => {
+                0.5 * probs0
+                    .iter()
+                    .zip(row)
+                    .map(|(p, lq)| (p - lq.exp()).abs())
+                    .sum::<f32>()
+            }
+        }
+    }
+}
+
 /// ReAGent's hyperparameters. Defaults are inseq's.
 ///
 /// The fields after `seed` are this library's variants (none is in the reference); each is off
@@ -416,16 +433,7 @@ impl Reagent {
 
     /// The change in prediction of one perturbed context.
     fn delta(&self, p0: f32, probs0: &[f32], row: &[f32], target: u32) -> f32 {
-        match self.cfg.objective {
-            Objective::TargetProb => p0 - row[target as usize].exp(),
-            Objective::TotalVariation => {
-                0.5 * probs0
-                    .iter()
-                    .zip(row)
-                    .map(|(p, lq)| (p - lq.exp()).abs())
-                    .sum::<f32>()
-            }
-        }
+        self.cfg.objective.change(p0, probs0, row, target)
     }
 
     /// The adaptive replacing ratio: the first of `r, r/2, ...` (at most 5) whose 8 pilot
