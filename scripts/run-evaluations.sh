@@ -37,6 +37,7 @@ variants=(
   --variant "reagent-regression:readout=regression,replacing_ratio=0.1,$budget"
   --variant "reagent-context:readout=mask_diff,sampler=context,replacing_ratio=0.1,$budget"
   --variant "reagent-adaptive:readout=mask_diff,adaptive_ratio=true,replacing_ratio=0.3,$budget"
+  --variant "reagent-shrunk:readout=mask_diff,shrink_z=2,replacing_ratio=0.1,$budget"
 )
 baselines=gradient_norm,input_x_gradient,integrated_gradients,gradient_shap,attention,last_layer_attention,attention_rollout,occlusion,random
 
