@@ -90,7 +90,7 @@ pub fn with_flag(msg: &str) -> String {
         .chars()
         .take_while(|c| c.is_ascii_lowercase() || *c == '_')
         .collect();
-    if field.contains('_') || ["probes", "readout", "sampler"].contains(&field.as_str()) {
+    if field.contains('_') || ["probes", "readout", "sampler", "limit"].contains(&field.as_str()) {
         format!("--{}: {msg}", field.replace('_', "-"))
     } else {
         msg.to_string()

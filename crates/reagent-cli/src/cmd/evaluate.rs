@@ -130,9 +130,6 @@ impl EvalProgress for Bar {
 pub fn run(a: EvaluateArgs) -> Result<()> {
     let dataset = Dataset::read(&a.dataset)
         .with_context(|| format!("cannot read dataset {}", a.dataset.display()))?;
-    if a.limit == Some(0) {
-        bail!("--limit must be at least 1");
-    }
     super::attribute::reagent_config(&a.reagent)?;
     let model = super::load_model(&a.model)?;
     let methods = build_methods(&a, &model)?;
@@ -144,6 +141,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         stability: !a.no_stability,
         ..EvalConfig::default()
     };
+    cfg.validate()
+        .map_err(|e| anyhow::anyhow!(super::attribute::with_flag(&e.to_string())))?;
     let pb = if a.quiet {
         ProgressBar::hidden()
     } else {

@@ -56,6 +56,25 @@ pub struct EvalConfig {
     pub stability: bool,
 }
 
+impl EvalConfig {
+    /// Every setting in its allowed range; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.mask_draws == 0 {
+            return Err(Error::input("mask_draws must be at least 1"));
+        }
+        if self.new_tokens == 0 {
+            return Err(Error::input("new_tokens must be at least 1"));
+        }
+        if self.limit == Some(0) {
+            return Err(Error::input("limit must be at least 1"));
+        }
+        if self.ratios.is_empty() || self.ratios.iter().any(|r| !(*r > 0.0 && *r <= 1.0)) {
+            return Err(Error::input("ratios must be in (0, 1]"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
@@ -386,12 +405,7 @@ pub fn run(
             w[0]
         )));
     }
-    if cfg.mask_draws == 0 {
-        return Err(Error::input("--mask-draws must be at least 1"));
-    }
-    if cfg.ratios.iter().any(|r| !(*r > 0.0 && *r <= 1.0)) {
-        return Err(Error::input("rationale ratios must be in (0, 1]"));
-    }
+    cfg.validate()?;
     for m in methods {
         check_requirements(
             m.method.kind(),
