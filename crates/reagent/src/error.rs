@@ -29,8 +29,11 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The model's architecture is not one this crate implements.
-    #[error("unsupported architecture `{0}` (supported: {supported})", supported = crate::model::SUPPORTED_ARCHITECTURES.join(", "))]
-    UnsupportedArchitecture(String),
+    #[error("unsupported architecture `{name}` (supported: {})", supported.join(", "))]
+    UnsupportedArchitecture {
+        name: String,
+        supported: &'static [&'static str],
+    },
     /// A model file lacks something we need: a config key, a tensor, a GGUF metadata entry.
     #[error("{what} is missing from {source_name}")]
     Missing { what: String, source_name: String },
@@ -63,6 +66,16 @@ impl Error {
         Error::Missing {
             what: what.into(),
             source_name: source_name.into(),
+        }
+    }
+    /// An architecture this crate does not implement, with the list it does.
+    pub(crate) fn unsupported_architecture(
+        name: impl Into<String>,
+        supported: &'static [&'static str],
+    ) -> Self {
+        Error::UnsupportedArchitecture {
+            name: name.into(),
+            supported,
         }
     }
     pub(crate) fn tokenizer(e: impl std::fmt::Display) -> Self {

@@ -34,6 +34,7 @@
 pub mod attribute;
 pub mod error;
 pub mod eval;
+pub mod format;
 pub mod method;
 pub mod model;
 pub mod result;

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::model::gguf::GgufFile;
+use crate::format::gguf::GgufFile;
 use crate::{Error, Result};
 
 /// Token ids with character offsets into the encoded text.

@@ -376,9 +376,10 @@ fn architecture(cfg: &serde_json::Value, path: &Path) -> Result<String> {
         "bert" => "BertForMaskedLM",
         "roberta" => "RobertaForMaskedLM",
         other => {
-            return Err(Error::UnsupportedArchitecture(format!(
-                "model_type {other}"
-            )))
+            return Err(Error::unsupported_architecture(
+                format!("model_type {other}"),
+                super::SUPPORTED_ARCHITECTURES,
+            ))
         }
     }
     .to_string())
@@ -410,7 +411,12 @@ fn causal_from_hf(files: &HfFiles, opts: &LoadOptions) -> Result<Arc<dyn CausalL
                 "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler (--mlm), not as the attributed model"
             )))
         }
-        other => return Err(Error::UnsupportedArchitecture(other.to_string())),
+        other => {
+            return Err(Error::unsupported_architecture(
+                other,
+                super::SUPPORTED_ARCHITECTURES,
+            ))
+        }
     })
 }
 
