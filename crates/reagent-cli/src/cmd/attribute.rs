@@ -114,6 +114,9 @@ pub fn build_reagent_with(
     a: &ReagentArgs,
     model: &reagent::LoadedModel,
 ) -> Result<Reagent> {
+    if a.sampler == SamplerArg::Mlm && a.mlm.is_none() {
+        bail!("--sampler mlm needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)");
+    }
     let mlm = super::load_mlm(a)?;
     let pick = match a.mlm_pick {
         MlmPickArg::Argmax => MlmPick::Argmax,

@@ -72,6 +72,14 @@ pub fn build_method(
     model: &LoadedModel,
 ) -> Result<Box<dyn Attributor>> {
     let settings = method_settings(reagent_args, b)?;
+    if kind == MethodKind::Reagent
+        && reagent_args.sampler == crate::args::SamplerArg::Mlm
+        && reagent_args.mlm.is_none()
+    {
+        anyhow::bail!(
+            "--sampler mlm needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)"
+        );
+    }
     let mlm = if kind == MethodKind::Reagent {
         load_mlm(reagent_args)?
     } else {

@@ -432,7 +432,7 @@ pub fn run(
         if old != info {
             let merged = merge_runs(old, &info).map_err(|why| {
                 Error::input(format!(
-                    "{} holds a different run ({why}); use another --out folder",
+                    "{} holds a different run ({why}); use another output folder",
                     out.display()
                 ))
             })?;

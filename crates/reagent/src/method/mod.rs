@@ -103,7 +103,7 @@ pub fn check_requirements(kind: MethodKind, req: Requirements, model: &dyn Causa
     if req.gradients && !caps.gradients {
         return Err(Error::Unsupported(format!(
             "{} needs gradients, but this model runs quantized weights, which have no backward pass; \
-             load it dequantized (drop --quantized)",
+             load it dequantized (quantized: false)",
             kind.name()
         )));
     }

@@ -408,7 +408,7 @@ fn causal_from_hf(files: &HfFiles, opts: &LoadOptions) -> Result<Arc<dyn CausalL
         "GPTNeoXForCausalLM" => Arc::new(gpt_neox::GptNeoX::load(vb, &parse(&cfg, path)?)?),
         "BertForMaskedLM" | "RobertaForMaskedLM" => {
             return Err(Error::input(format!(
-                "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler (--mlm), not as the attributed model"
+                "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler's model (mlm), not as the attributed model"
             )))
         }
         other => {

@@ -84,7 +84,7 @@ pub fn build_sampler(
         }
         SamplerKind::Mlm => {
             let mlm = mlm.ok_or_else(|| {
-                Error::input("the MLM sampler needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)")
+                Error::input("the MLM sampler needs a masked LM (mlm: e.g. a distilroberta-base folder)")
             })?;
             Arc::new(MlmSampler::new(
                 mlm.model.clone(),
@@ -360,16 +360,34 @@ impl Reagent {
         })
     }
 
+    /// Swap the replacer (which positions an update replaces), the initial scores or the
+    /// stopping rule, e.g. for experiments beyond the configuration's fields.
+    pub fn with_parts(
+        mut self,
+        replacer: Option<Arc<dyn Replacer>>,
+        init: Option<Arc<dyn Initializer>>,
+        stopping: Option<Arc<dyn StoppingRule>>,
+    ) -> Self {
+        if let Some(r) = replacer {
+            self.replacer = r;
+        }
+        if let Some(i) = init {
+            self.init = i;
+        }
+        if let Some(st) = stopping {
+            self.stopping = st;
+        }
+        self
+    }
+
     /// Deterministic mode: initial scores, masks and tokens come from a recorded stream.
     ///
     /// A recording ends where the reference stopped, so `max_steps` is capped at its length:
     /// the last step's stopping test then comes without a speculative next update.
     pub fn with_stream(mut cfg: ReagentConfig, stream: Arc<RecordedStream>) -> Result<Self> {
         cfg.max_steps = cfg.max_steps.min(stream.steps());
-        let mut r = Reagent::new(cfg, stream.clone())?;
-        r.replacer = stream.clone();
-        r.init = stream;
-        Ok(r)
+        let r = Reagent::new(cfg, stream.clone())?;
+        Ok(r.with_parts(Some(stream.clone()), Some(stream), None))
     }
 
     pub fn config(&self) -> &ReagentConfig {
