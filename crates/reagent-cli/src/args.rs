@@ -140,6 +140,9 @@ pub enum PresetArg {
     Inseq,
     /// The paper's token-level setting: 5 probes, keep 8, top-3, r = 0.1, 5000 steps.
     PaperToken,
+    /// Not the reference: 16 probes x 8 steps at r = 0.1 (128 contexts), read out as the mask
+    /// difference shrunk by 2 standard errors.
+    MaskDiff,
 }
 
 /// Subword-to-word score aggregation.

@@ -29,6 +29,7 @@ pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
     let mut c = match a.preset {
         PresetArg::Inseq => ReagentConfig::default(),
         PresetArg::PaperToken => ReagentConfig::paper_token(),
+        PresetArg::MaskDiff => ReagentConfig::mask_diff(),
     };
     if let Some(v) = a.probes {
         c.probes = v;
@@ -115,7 +116,9 @@ pub fn build_reagent_with(
     model: &reagent::LoadedModel,
 ) -> Result<Reagent> {
     if a.sampler == SamplerArg::Mlm && a.mlm.is_none() {
-        bail!("--sampler mlm needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)");
+        bail!(
+            "--sampler mlm needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)"
+        );
     }
     let mlm = super::load_mlm(a)?;
     let pick = match a.mlm_pick {

@@ -91,13 +91,18 @@ impl Heatmap {
             if let (Some(s), Some(c), Some(n)) =
                 (t.scores.steps, t.scores.converged_probes, t.scores.probes)
             {
-                stats.push_str(&format!("  steps {s}  converged {c}/{n}"));
                 let readout = cfg["readout"].as_str().unwrap_or("reference");
                 if readout != "reference" {
+                    // A pooled read-out does not use convergence.
                     let rows = t.scores.forward_rows.unwrap_or(0);
-                    stats.push_str(&format!("  read-out {readout} over {rows} scored contexts"));
-                } else if c == 0 {
-                    stats.push_str(" (none converged: mean of all probes)");
+                    stats.push_str(&format!(
+                        "  steps {s}  read-out {readout} over {rows} scored contexts"
+                    ));
+                } else {
+                    stats.push_str(&format!("  steps {s}  converged {c}/{n}"));
+                    if c == 0 {
+                        stats.push_str(" (none converged: mean of all probes)");
+                    }
                 }
                 if let Some(r) = t.scores.replacing_ratio {
                     stats.push_str(&format!("  r={r:.4}"));

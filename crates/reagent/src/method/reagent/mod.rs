@@ -84,7 +84,9 @@ pub fn build_sampler(
         }
         SamplerKind::Mlm => {
             let mlm = mlm.ok_or_else(|| {
-                Error::input("the MLM sampler needs a masked LM (mlm: e.g. a distilroberta-base folder)")
+                Error::input(
+                    "the MLM sampler needs a masked LM (mlm: e.g. a distilroberta-base folder)",
+                )
             })?;
             Arc::new(MlmSampler::new(
                 mlm.model.clone(),
@@ -244,6 +246,22 @@ impl ReagentConfig {
             keep_ratio: None,
             stop_top_k: 3,
             replacing_ratio: 0.1,
+            ..ReagentConfig::default()
+        }
+    }
+
+    /// This library's pooled setting (`--preset mask-diff`): 16 probes × 8 update steps of
+    /// POS replacements at `r = 0.1` (128 perturbed contexts, no stopping test), read out as the
+    /// mask difference shrunk by 2 standard errors. Measured against the reference and the
+    /// baselines in `docs/results/`.
+    pub fn mask_diff() -> Self {
+        ReagentConfig {
+            probes: 16,
+            max_steps: 8,
+            min_steps: 8,
+            replacing_ratio: 0.1,
+            readout: Readout::MaskDiff,
+            shrink_z: 2.0,
             ..ReagentConfig::default()
         }
     }
@@ -813,6 +831,7 @@ mod tests {
     fn config_validation() {
         assert!(ReagentConfig::default().validate().is_ok());
         assert!(ReagentConfig::paper_token().validate().is_ok());
+        assert!(ReagentConfig::mask_diff().validate().is_ok());
         let bad = ReagentConfig {
             replacing_ratio: 0.0,
             ..Default::default()
