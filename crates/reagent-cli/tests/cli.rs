@@ -550,6 +550,35 @@ fn hub_ids_resolve_through_the_local_cache() {
     let _ = std::fs::remove_dir_all(&home);
 }
 
+/// `reagent evaluate` on the tiny Llama and WikiBio prompts with `extra` settings, into `out`.
+fn eval_args(extra: &[&str], out: &std::path::Path) -> Vec<String> {
+    let model = tiny("llama_tied");
+    [
+        "evaluate",
+        "-m",
+        model.as_str(),
+        "--dataset",
+        "data/wikibio.txt",
+        "-q",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .chain(["--out".to_string(), out.to_string_lossy().into_owned()])
+    .collect()
+}
+
+/// Run an evaluation to completion and return its report.
+fn eval_run(args: &[String]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_reagent"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
 /// `summary.csv` without its timing column, and the result records without wall times.
 fn comparable(dir: &std::path::Path) -> (String, Vec<serde_json::Value>) {
     let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
@@ -591,42 +620,26 @@ fn comparable(dir: &std::path::Path) -> (String, Vec<serde_json::Value>) {
 fn evaluate_resumes_after_a_kill() {
     let base = std::env::temp_dir().join(format!("reagent-cli-eval-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
-    let args = |out: &std::path::Path| -> Vec<String> {
-        [
-            "evaluate",
-            "-m",
-            &tiny("llama_tied"),
-            "--dataset",
-            "data/wikibio.txt",
-            "--methods",
-            "reagent,integrated_gradients,attention,occlusion",
-            "--limit",
-            "3",
-            "--new-tokens",
-            "2",
-            "--max-steps",
-            "15",
-            "--probes",
-            "3",
-            "--ig-steps",
-            "20",
-            "-q",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.to_string_lossy().into_owned()])
-        .collect()
+    let args = |out: &std::path::Path| {
+        eval_args(
+            &[
+                "--methods",
+                "reagent,integrated_gradients,attention,occlusion",
+                "--limit",
+                "3",
+                "--new-tokens",
+                "2",
+                "--max-steps",
+                "15",
+                "--probes",
+                "3",
+                "--ig-steps",
+                "20",
+            ],
+            out,
+        )
     };
-    let run = |out: &std::path::Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_reagent"))
-            .args(args(out))
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o)
-    };
+    let run = |out: &std::path::Path| eval_run(&args(out));
     let clean = base.join("clean");
     let report = run(&clean);
     assert!(
@@ -812,38 +825,25 @@ fn paper_preset_and_word_maximum() {
 fn evaluate_survives_a_kill_at_every_record() {
     let base = std::env::temp_dir().join(format!("reagent-cli-killall-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
-    let args = |out: &std::path::Path| -> Vec<String> {
-        [
-            "evaluate",
-            "-m",
-            &tiny("llama_tied"),
-            "--dataset",
-            "data/wikibio.txt",
-            "--methods",
-            "reagent,attention,occlusion",
-            "--limit",
-            "2",
-            "--new-tokens",
-            "2",
-            "--max-steps",
-            "10",
-            "--probes",
-            "3",
-            "-q",
-            "--out",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([out.to_string_lossy().into_owned()])
-        .collect()
+    let args = |out: &std::path::Path| {
+        eval_args(
+            &[
+                "--methods",
+                "reagent,attention,occlusion",
+                "--limit",
+                "2",
+                "--new-tokens",
+                "2",
+                "--max-steps",
+                "10",
+                "--probes",
+                "3",
+            ],
+            out,
+        )
     };
     let run = |out: &std::path::Path| {
-        let o = Command::new(env!("CARGO_BIN_EXE_reagent"))
-            .args(args(out))
-            .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", stderr(&o));
+        eval_run(&args(out));
     };
     let clean = base.join("clean");
     run(&clean);

@@ -188,29 +188,31 @@ impl PosSampler {
     }
 }
 
-/// The attributed model's own greedy next-token prediction from the original prefix.
-pub struct CausalSampler {
+/// Something computed from the attributed model's logits at every position of a context, kept
+/// for the last context asked about: samplers are asked about the same original context at
+/// every step, so this costs one forward per target.
+struct PerContext<T> {
     model: Arc<dyn CausalLm>,
-    cache: Mutex<Option<(Vec<u32>, Vec<u32>)>>,
+    last: Mutex<Option<(Vec<u32>, Arc<T>)>>,
 }
 
-impl CausalSampler {
-    pub fn new(model: Arc<dyn CausalLm>) -> Self {
-        CausalSampler {
+impl<T> PerContext<T> {
+    fn new(model: Arc<dyn CausalLm>) -> Self {
+        PerContext {
             model,
-            cache: Mutex::new(None),
+            last: Mutex::new(None),
         }
     }
 
-    /// `pred[i]` = argmax of the model's distribution after `context[..i]`; `pred[0] = context[0]`.
-    fn predictions(&self, context: &[u32]) -> Result<Vec<u32>> {
-        let mut cache = self
-            .cache
+    /// `make(logits)` for `context`, with `logits[i]` the distribution after `context[..=i]`.
+    fn get(&self, context: &[u32], make: impl FnOnce(Vec<Vec<f32>>) -> T) -> Result<Arc<T>> {
+        let mut last = self
+            .last
             .lock()
             .map_err(|_| Error::input("sampler cache poisoned"))?;
-        if let Some((ctx, pred)) = cache.as_ref() {
+        if let Some((ctx, v)) = last.as_ref() {
             if ctx == context {
-                return Ok(pred.clone());
+                return Ok(v.clone());
             }
         }
         let out = self.model.forward(
@@ -220,13 +222,40 @@ impl CausalSampler {
                 attentions: false,
             },
         )?;
-        let logits = out.logits.expect("requested").i(0)?;
-        let argmax: Vec<u32> = logits.argmax(candle_core::D::Minus1)?.to_vec1()?;
-        let mut pred = Vec::with_capacity(context.len());
-        pred.push(context[0]);
-        pred.extend_from_slice(&argmax[..context.len() - 1]);
-        *cache = Some((context.to_vec(), pred.clone()));
-        Ok(pred)
+        let logits = out
+            .logits
+            .ok_or_else(|| Error::input("the model returned no logits"))?
+            .i(0)?
+            .to_vec2()?;
+        let v = Arc::new(make(logits));
+        *last = Some((context.to_vec(), v.clone()));
+        Ok(v)
+    }
+}
+
+/// The attributed model's own greedy next-token prediction from the original prefix.
+pub struct CausalSampler {
+    predictions: PerContext<Vec<u32>>,
+}
+
+impl CausalSampler {
+    pub fn new(model: Arc<dyn CausalLm>) -> Self {
+        CausalSampler {
+            predictions: PerContext::new(model),
+        }
+    }
+
+    /// `pred[i]` = argmax of the model's distribution after `context[..i]`; `pred[0] = context[0]`.
+    fn predictions(&self, context: &[u32]) -> Result<Arc<Vec<u32>>> {
+        self.predictions.get(context, |logits| {
+            std::iter::once(context[0])
+                .chain(
+                    logits[..context.len() - 1]
+                        .iter()
+                        .map(|row| crate::util::top_n(row, 1)[0] as u32),
+                )
+                .collect()
+        })
     }
 }
 
@@ -248,7 +277,7 @@ impl Sampler for CausalSampler {
                 context
                     .iter()
                     .zip(mask)
-                    .zip(&pred)
+                    .zip(pred.iter())
                     .map(|((&id, &r), &p)| if r { p } else { id })
                     .collect()
             })
@@ -265,15 +294,13 @@ const CONTEXT_TOP: usize = 64;
 /// every position's distribution, so it costs nothing per step. Position 0 has no prefix and
 /// takes a uniform non-special token.
 pub struct ContextSampler {
-    model: Arc<dyn CausalLm>,
     uniform: UniformSampler,
     special: Vec<u32>,
-    /// Per context: for each position, candidate ids and their cumulative probabilities.
-    cache: Mutex<Option<(Vec<u32>, CandidateTable)>>,
+    /// For each position: candidate ids and their cumulative probabilities.
+    candidates: PerContext<Vec<Candidates>>,
 }
 
 type Candidates = (Vec<u32>, Vec<f32>);
-type CandidateTable = Arc<Vec<Candidates>>;
 
 impl ContextSampler {
     pub fn new(model: Arc<dyn CausalLm>, tok: &Tokenizer) -> Result<Self> {
@@ -281,29 +308,17 @@ impl ContextSampler {
         Ok(ContextSampler {
             uniform: UniformSampler::new(tok, vocab)?,
             special: tok.special_ids().to_vec(),
-            model,
-            cache: Mutex::new(None),
+            candidates: PerContext::new(model),
         })
     }
 
     fn candidates(&self, context: &[u32]) -> Result<Arc<Vec<Candidates>>> {
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| Error::input("sampler cache poisoned"))?;
-        if let Some((ctx, c)) = cache.as_ref() {
-            if ctx == context {
-                return Ok(c.clone());
-            }
-        }
-        let out = self.model.forward(
-            &[context.to_vec()],
-            Outputs {
-                logits: true,
-                attentions: false,
-            },
-        )?;
-        let logits: Vec<Vec<f32>> = out.logits.expect("requested").i(0)?.to_vec2()?;
+        self.candidates
+            .get(context, |logits| self.table(context, &logits))
+    }
+
+    /// Per position, the top candidates after the prefix and their cumulative probabilities.
+    fn table(&self, context: &[u32], logits: &[Vec<f32>]) -> Vec<Candidates> {
         let mut all = Vec::with_capacity(context.len());
         all.push((Vec::new(), Vec::new()));
         for i in 1..context.len() {
@@ -334,9 +349,7 @@ impl ContextSampler {
             let total = acc;
             all.push((idx, cum.into_iter().map(|c| c / total).collect()));
         }
-        let all = Arc::new(all);
-        *cache = Some((context.to_vec(), all.clone()));
-        Ok(all)
+        all
     }
 }
 
