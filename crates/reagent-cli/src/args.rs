@@ -34,6 +34,15 @@ pub enum Command {
     Attribute(AttributeArgs),
     /// Compare attribution methods on a dataset with the paper's faithfulness metrics.
     Evaluate(EvaluateArgs),
+    /// Rewrite an evaluation folder's summary.md and summary.csv from the records it holds
+    /// (for a run that is still going, or was stopped).
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SummarizeArgs {
+    /// The evaluation's output folder (with run.json and results.jsonl).
+    pub dir: PathBuf,
 }
 
 /// Which model to load.

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         args::Command::Inspect(a) => cmd::inspect::run(a),
         args::Command::Attribute(a) => cmd::attribute::run(a),
         args::Command::Evaluate(a) => cmd::evaluate::run(a),
+        args::Command::Summarize(a) => cmd::evaluate::summarize(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -469,6 +469,14 @@ fn evaluate_runs_variants_with_paired_tests() {
     let md = methods.iter().find(|m| m[0] == "reagent-md").unwrap();
     assert_eq!(md[1]["readout"], "mask_diff");
     assert_eq!(md[1]["probes"], 3);
+    // `summarize` rewrites the same summary from the records.
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    std::fs::remove_file(out.join("summary.csv")).unwrap();
+    ok(&reagent(&["summarize", out.to_str().unwrap()]));
+    assert_eq!(
+        std::fs::read_to_string(out.join("summary.csv")).unwrap(),
+        csv
+    );
     // Every stochastic method was run twice and its agreement recorded.
     let records = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     for line in records.lines() {

@@ -176,3 +176,27 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     eprintln!("wrote {}", a.out.join("summary.md").display());
     Ok(())
 }
+
+/// `reagent summarize DIR`: the summary of the records an evaluation folder holds so far.
+pub fn summarize(a: crate::args::SummarizeArgs) -> Result<()> {
+    let run = a.dir.join("run.json");
+    let text = std::fs::read_to_string(&run)
+        .with_context(|| format!("{} is not an evaluation folder", a.dir.display()))?;
+    let info: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", run.display()))?;
+    let level = info["level"]
+        .as_str()
+        .with_context(|| format!("{}: no `level`", run.display()))?;
+    let summary = runner::Summary::from_files(&a.dir, level)?;
+    summary.write(&a.dir)?;
+    print!(
+        "{}",
+        summary.to_markdown(&format!(
+            "{} on {}",
+            info["model"].as_str().unwrap_or("?"),
+            info["dataset"].as_str().unwrap_or("?")
+        ))
+    );
+    eprintln!("wrote {}", a.dir.join("summary.md").display());
+    Ok(())
+}
