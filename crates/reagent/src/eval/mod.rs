@@ -3,5 +3,8 @@
 
 pub mod datasets;
 pub mod metrics;
+pub mod report;
 pub mod runner;
 pub mod stats;
+pub mod store;
+pub mod summary;

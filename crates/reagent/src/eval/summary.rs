@@ -1,0 +1,350 @@
+//! The summary of an evaluation: per method, the means of every metric over examples, their
+//! bootstrap intervals, ln-ratios against the random baseline, seed agreement and cost, and
+//! paired tests of the ReAGent configurations against the other methods. Rendering is in
+//! [`super::report`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::stats;
+use super::store::{read_jsonl, ExampleRecord, ResultRecord, Stability, TargetRecord};
+use crate::method::MethodKind;
+use crate::util::stream_key;
+use crate::Result;
+
+/// One rationale ratio's summary: (ratio, mean hard sufficiency, mean hard comprehensiveness).
+pub type HardRow = (f64, Option<f64>, Option<f64>);
+
+/// The hard-metric ratios the paper reports (their mean is the "mean" column); 0.5 is also
+/// computed.
+pub const PAPER_RATIOS: [f64; 4] = [0.05, 0.1, 0.2, 0.3];
+
+/// The means of one method.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MethodSummary {
+    pub method: String,
+    pub examples: usize,
+    pub tokens: usize,
+    pub soft_suff: Option<f64>,
+    pub soft_comp: Option<f64>,
+    pub soft_ns: Option<f64>,
+    pub soft_nc: Option<f64>,
+    /// Per ratio: (ratio, mean NS, mean NC).
+    pub hard: Vec<HardRow>,
+    /// Mean over [`PAPER_RATIOS`] of the hard NS / NC.
+    pub hard_ns_mean: Option<f64>,
+    pub hard_nc_mean: Option<f64>,
+    pub antecedent_top3: Option<f64>,
+    /// ReAGent: mean steps and converged-probe fraction.
+    pub reagent_steps: Option<f64>,
+    pub reagent_converged: Option<f64>,
+    pub seconds_per_token: f64,
+    /// Mean contexts scored per attributed token, where the method reports it.
+    pub forward_rows: Option<f64>,
+    /// Bootstrap 95 % intervals (over examples) of the means above.
+    pub soft_ns_ci: Option<stats::Interval>,
+    pub soft_nc_ci: Option<stats::Interval>,
+    pub antecedent_top3_ci: Option<stats::Interval>,
+    /// ln(method / random) intervals, resampling examples jointly.
+    pub ln_soft_ns_ci: Option<stats::Interval>,
+    pub ln_soft_nc_ci: Option<stats::Interval>,
+    /// Agreement of two runs on independent random streams: mean Spearman, and the share of
+    /// targets whose top-3 share at least 2 tokens.
+    pub stability_spearman: Option<f64>,
+    pub stability_top3: Option<f64>,
+    /// Per-example values (example id → value) behind the intervals and paired tests.
+    #[serde(skip)]
+    pub per_example: PerExample,
+}
+
+/// Per-example means of the metrics that get intervals and paired tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PerExample {
+    pub soft_ns: Vec<(String, f64)>,
+    pub soft_nc: Vec<(String, f64)>,
+    pub antecedent_top3: Vec<(String, f64)>,
+}
+
+/// A paired test of a ReAGent configuration against another method on one metric.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PairedRow {
+    pub a: String,
+    pub b: String,
+    pub metric: &'static str,
+    #[serde(flatten)]
+    pub test: stats::Paired,
+}
+
+/// A metric's name and two methods' per-example values.
+type MetricPair<'a> = (&'static str, &'a [(String, f64)], &'a [(String, f64)]);
+
+/// Values of both sides on the examples they share, in a fixed order.
+fn align(a: &[(String, f64)], b: &[(String, f64)]) -> (Vec<f64>, Vec<f64>) {
+    let bm: HashMap<&str, f64> = b.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    a.iter()
+        .filter_map(|(k, v)| bm.get(k.as_str()).map(|w| (*v, *w)))
+        .unzip()
+}
+
+/// Where a label sorts: by the method it names (longest known prefix), then by the label.
+fn label_order(label: &str) -> (usize, String) {
+    let pos = MethodKind::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| label.starts_with(k.name()))
+        .max_by_key(|(_, k)| k.name().len())
+        .map(|(i, _)| i)
+        .unwrap_or(usize::MAX);
+    (pos, label.to_string())
+}
+
+/// The summary of a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub level: String,
+    pub examples_seen: usize,
+    pub examples_used: usize,
+    pub methods: Vec<MethodSummary>,
+    /// Each ReAGent configuration (a label starting with `reagent`) against every baseline, and
+    /// each variant against the reference `reagent`.
+    pub paired: Vec<PairedRow>,
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Mean over examples of each example's mean over its targets (the paper's sequence-level
+/// aggregation; token-level examples have one target).
+fn mean_of_means(per_example: &[Vec<Option<f32>>]) -> Option<f64> {
+    let means: Vec<f64> = per_example
+        .iter()
+        .filter_map(|v| {
+            let xs: Vec<f64> = v.iter().flatten().map(|&x| x as f64).collect();
+            mean(&xs)
+        })
+        .collect();
+    mean(&means)
+}
+
+/// Each example's mean over its targets, keyed by example id (examples with no value skipped).
+fn example_means(ids: &[&str], per_example: &[Vec<Option<f32>>]) -> Vec<(String, f64)> {
+    ids.iter()
+        .zip(per_example)
+        .filter_map(|(id, v)| {
+            let xs: Vec<f64> = v.iter().flatten().map(|&x| x as f64).collect();
+            mean(&xs).map(|m| (id.to_string(), m))
+        })
+        .collect()
+}
+
+/// A fixed seed per (method, metric) for the summary's resampling.
+fn ci_seed(label: &str, metric: &str) -> u64 {
+    stream_key(&[label, metric], &[])
+}
+
+impl Summary {
+    /// Summarize the records in an output folder.
+    pub fn from_files(out: &Path, level: &str) -> Result<Self> {
+        let examples = read_jsonl::<ExampleRecord>(&out.join("examples.jsonl"))?;
+        let results = read_jsonl::<ResultRecord>(&out.join("results.jsonl"))?;
+        let mut by_method: HashMap<String, Vec<&ResultRecord>> = HashMap::new();
+        for r in &results {
+            by_method.entry(r.method.clone()).or_default().push(r);
+        }
+        let mut methods: Vec<MethodSummary> = Vec::new();
+        let order: Vec<String> = MethodKind::ALL
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect();
+        let _ = &order;
+        let mut names: Vec<&String> = by_method.keys().collect();
+        names.sort_by_key(|n| label_order(n));
+        for name in names {
+            let mut recs = by_method[name].clone();
+            recs.sort_by(|a, b| a.example.cmp(&b.example));
+            let per = |f: &dyn Fn(&TargetRecord) -> Option<f32>| -> Vec<Vec<Option<f32>>> {
+                recs.iter()
+                    .map(|r| r.targets.iter().map(f).collect())
+                    .collect()
+            };
+            let ratios: Vec<f64> = recs
+                .iter()
+                .flat_map(|r| r.targets.iter())
+                .next()
+                .map(|t| t.hard.iter().map(|h| h.ratio).collect())
+                .unwrap_or_default();
+            let hard: Vec<HardRow> = ratios
+                .iter()
+                .enumerate()
+                .map(|(j, &ratio)| {
+                    (
+                        ratio,
+                        mean_of_means(&per(&|t| t.hard.get(j).and_then(|h| h.ns))),
+                        mean_of_means(&per(&|t| t.hard.get(j).and_then(|h| h.nc))),
+                    )
+                })
+                .collect();
+            let paper: Vec<&HardRow> = hard
+                .iter()
+                .filter(|h| PAPER_RATIOS.contains(&h.0))
+                .collect();
+            let hard_mean = |pick: fn(&HardRow) -> Option<f64>| -> Option<f64> {
+                let v: Option<Vec<f64>> = paper.iter().map(|h| pick(h)).collect();
+                v.and_then(|v| mean(&v))
+            };
+            let tokens: Vec<&TargetRecord> = recs.iter().flat_map(|r| r.targets.iter()).collect();
+            let hits: Vec<f64> = tokens
+                .iter()
+                .filter_map(|t| t.antecedent_top3)
+                .map(|h| if h { 1.0 } else { 0.0 })
+                .collect();
+            let steps: Vec<f64> = tokens
+                .iter()
+                .filter_map(|t| t.scores.steps)
+                .map(|s| s as f64)
+                .collect();
+            let conv: Vec<f64> = tokens
+                .iter()
+                .filter_map(|t| Some(t.scores.converged_probes? as f64 / t.scores.probes? as f64))
+                .collect();
+            let secs: Vec<f64> = tokens.iter().map(|t| t.wall_s).collect();
+            let rows: Vec<f64> = tokens
+                .iter()
+                .filter_map(|t| t.scores.forward_rows)
+                .map(|r| r as f64)
+                .collect();
+            let stab: Vec<&Stability> =
+                tokens.iter().filter_map(|t| t.stability.as_ref()).collect();
+            let rhos: Vec<f64> = stab.iter().filter_map(|s| s.spearman).collect();
+            let agree: Vec<f64> = stab
+                .iter()
+                .map(|s| if s.top3_overlap >= 2 { 1.0 } else { 0.0 })
+                .collect();
+            let ids: Vec<&str> = recs.iter().map(|r| r.example.as_str()).collect();
+            let per_example = PerExample {
+                soft_ns: example_means(&ids, &per(&|t| t.soft.soft_ns)),
+                soft_nc: example_means(&ids, &per(&|t| t.soft.soft_nc)),
+                antecedent_top3: example_means(
+                    &ids,
+                    &per(&|t| t.antecedent_top3.map(|h| if h { 1.0 } else { 0.0 })),
+                ),
+            };
+            let ci = |v: &[(String, f64)], metric: &str| {
+                let xs: Vec<f64> = v.iter().map(|(_, x)| *x).collect();
+                stats::mean_interval(&xs, ci_seed(name, metric))
+            };
+            methods.push(MethodSummary {
+                forward_rows: mean(&rows),
+                soft_ns_ci: ci(&per_example.soft_ns, "soft_ns"),
+                soft_nc_ci: ci(&per_example.soft_nc, "soft_nc"),
+                antecedent_top3_ci: ci(&per_example.antecedent_top3, "antecedent"),
+                ln_soft_ns_ci: None,
+                ln_soft_nc_ci: None,
+                stability_spearman: mean(&rhos),
+                stability_top3: mean(&agree),
+                per_example,
+                method: name.clone(),
+                examples: recs.len(),
+                tokens: tokens.len(),
+                soft_suff: mean_of_means(&per(&|t| Some(t.soft.soft_suff))),
+                soft_comp: mean_of_means(&per(&|t| Some(t.soft.soft_comp))),
+                soft_ns: mean_of_means(&per(&|t| t.soft.soft_ns)),
+                soft_nc: mean_of_means(&per(&|t| t.soft.soft_nc)),
+                hard_ns_mean: hard_mean(|h| h.1),
+                hard_nc_mean: hard_mean(|h| h.2),
+                hard,
+                antecedent_top3: mean(&hits),
+                reagent_steps: mean(&steps),
+                reagent_converged: mean(&conv),
+                seconds_per_token: mean(&secs).unwrap_or(0.0),
+            });
+        }
+        // ln-ratio intervals against random, and the paired tests.
+        let random = methods.iter().find(|m| m.method == "random").cloned();
+        if let Some(r) = &random {
+            for m in &mut methods {
+                let (a, b) = align(&m.per_example.soft_ns, &r.per_example.soft_ns);
+                m.ln_soft_ns_ci = stats::ln_ratio_interval(&a, &b, ci_seed(&m.method, "ln_ns"));
+                let (a, b) = align(&m.per_example.soft_nc, &r.per_example.soft_nc);
+                m.ln_soft_nc_ci = stats::ln_ratio_interval(&a, &b, ci_seed(&m.method, "ln_nc"));
+            }
+        }
+        let mut paired = Vec::new();
+        for a in methods.iter().filter(|m| m.method.starts_with("reagent")) {
+            // Against every baseline, and a variant also against the reference.
+            let others = methods.iter().filter(|b| {
+                b.method != a.method && (!b.method.starts_with("reagent") || b.method == "reagent")
+            });
+            for b in others {
+                let metrics: [MetricPair<'_>; 3] = [
+                    ("soft_nc", &a.per_example.soft_nc, &b.per_example.soft_nc),
+                    ("soft_ns", &a.per_example.soft_ns, &b.per_example.soft_ns),
+                    (
+                        "antecedent_top3",
+                        &a.per_example.antecedent_top3,
+                        &b.per_example.antecedent_top3,
+                    ),
+                ];
+                for (metric, va, vb) in metrics {
+                    let (x, y) = align(va, vb);
+                    let seed = stream_key(&[&a.method, &b.method, metric], &[]);
+                    if let Some(test) = stats::paired(&x, &y, seed) {
+                        paired.push(PairedRow {
+                            a: a.method.clone(),
+                            b: b.method.clone(),
+                            metric,
+                            test,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(Summary {
+            level: level.to_string(),
+            examples_seen: examples.len(),
+            examples_used: examples.iter().filter(|e| e.usable).count(),
+            methods,
+            paired,
+        })
+    }
+
+    fn random(&self) -> Option<&MethodSummary> {
+        self.methods.iter().find(|m| m.method == "random")
+    }
+
+    /// `ln(method / random)` of a metric, when both are positive.
+    pub fn ln_ratio(
+        &self,
+        m: &MethodSummary,
+        pick: fn(&MethodSummary) -> Option<f64>,
+    ) -> Option<f64> {
+        let r = pick(self.random()?)?;
+        let v = pick(m)?;
+        (r > 0.0 && v > 0.0).then(|| (v / r).ln())
+    }
+
+    /// `method / random` of a metric (the paper compares hard metrics this way).
+    pub fn ratio(&self, m: &MethodSummary, pick: fn(&MethodSummary) -> Option<f64>) -> Option<f64> {
+        let r = pick(self.random()?)?;
+        let v = pick(m)?;
+        (r > 0.0).then(|| v / r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_sort_next_to_their_method() {
+        let mut v = vec!["random", "reagent-b", "occlusion", "reagent", "reagent-a"];
+        v.sort_by_key(|l| label_order(l));
+        assert_eq!(
+            v,
+            ["reagent", "reagent-a", "reagent-b", "occlusion", "random"]
+        );
+    }
+}
