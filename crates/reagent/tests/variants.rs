@@ -416,3 +416,48 @@ fn total_variation_objective() -> TestResult {
     );
     Ok(())
 }
+
+/// The probability-only seam: ReAGent, occlusion (UNK) and random score from next-token
+/// probabilities alone, with the same results as through the model; methods that need gradients
+/// or attentions decline.
+#[test]
+fn probability_only_methods_run_through_the_seam() -> TestResult {
+    let model = load_causal(
+        fixture("models/llama_tied").to_str().unwrap(),
+        &LoadOptions::default(),
+    )?;
+    let m = model.model.as_ref();
+    let f = LmTarget(m);
+    let settings = MethodSettings {
+        reagent: ReagentConfig {
+            probes: 3,
+            max_steps: 10,
+            ..ReagentConfig::default()
+        },
+        sampler: SamplerKind::Uniform,
+        ig_steps: 4,
+        ..MethodSettings::default()
+    };
+    let ctx: Vec<u32> = vec![5, 17, 42, 9, 33, 21];
+    for kind in MethodKind::ALL {
+        let a = registry::build(kind, &settings, &model, None)?;
+        let black = a.attribute_black_box(&f, &ctx, 7, 2, &NoProgress);
+        let probability_only = matches!(
+            kind,
+            MethodKind::Reagent | MethodKind::Occlusion | MethodKind::Random
+        );
+        assert_eq!(black.is_some(), probability_only, "{kind:?}");
+        if let Some(b) = black {
+            let white = a.attribute(m, &ctx, 7, 2, &NoProgress)?;
+            assert_eq!(b?.scores, white.scores, "{kind:?}");
+        }
+    }
+    // Occluding a token id with UNK is occluding its embedding with UNK's.
+    let occ = reagent::method::occlusion::Occlusion::new(Some(0));
+    let by_id = occ.drops(m, &ctx, 7)?;
+    let by_embedding = occ.embedding_drops(m, &ctx, 7)?;
+    for (a, b) in by_id.iter().zip(&by_embedding) {
+        assert!((a - b).abs() < 1e-6, "{by_id:?} vs {by_embedding:?}");
+    }
+    Ok(())
+}

@@ -3,15 +3,16 @@
 //!
 //! Output folder:
 //! - `run.json` — what was run (model, dataset, methods and their configurations, settings); a
-//!   rerun into the same folder must match it;
+//!   rerun into the same folder may add methods or raise the limit, and must match otherwise;
 //! - `examples.jsonl` — per dataset row: used or skipped (and why), and its targets;
 //! - `results.jsonl` — one line per (example, method): scores, diagnostics, metrics and timings;
 //! - `summary.md`, `summary.csv` — method × metric means, ln-ratios against the random
 //!   baseline, counts and seconds per attributed token.
 //!
-//! Each line is written and flushed when done, so an interrupted run loses at most the
-//! (example, method) pair in progress; a rerun skips what is done. Every random draw is keyed by
-//! (seed, example, method, target), so a resumed run gives the same results as a clean one.
+//! Each line is appended and synced when done ([`super::store`]), so an interrupted run loses at
+//! most the (example, method) pair in progress; a rerun skips what is done. Every random draw is
+//! keyed by a hash of (seed, example, method label, target), so a resumed run gives the same
+//! results as a clean one.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -267,6 +267,20 @@ pub trait Attributor: Send + Sync {
     /// The full configuration, for provenance.
     fn config(&self) -> serde_json::Value;
 
+    /// The probability-only path: methods that need nothing but next-token probabilities
+    /// (ReAGent, occlusion with the UNK baseline, random) score here from any [`NextTokenFn`],
+    /// such as a model served elsewhere; the others return `None`.
+    fn attribute_black_box(
+        &self,
+        _f: &dyn NextTokenFn,
+        _context: &[u32],
+        _target: u32,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        None
+    }
+
     /// Score each token of `context` for the prediction of `target` right after it.
     /// `index` numbers the targets of one job (0, 1, ...), so random streams differ per target.
     fn attribute(

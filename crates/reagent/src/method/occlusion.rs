@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::gradient::{baseline, inputs, values, Attributed, Baseline};
-use super::{score_rows, Attributor, LmTarget, MethodKind, Progress, TargetScores};
+use super::{score_rows, Attributor, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores};
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -42,9 +42,16 @@ impl Occlusion {
     /// zero baseline they are built as embeddings. Either way they run in batches that fit the
     /// token budget ([`super::batch_tokens`]), so a long context never holds all `L + 1` rows.
     pub fn drops(&self, model: &dyn CausalLm, context: &[u32], target: u32) -> Result<Vec<f32>> {
-        let l = context.len();
         if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
-            let f = LmTarget(model);
+            return Self::id_drops(&LmTarget(model), unk, context, target);
+        }
+        self.embedding_drops(model, context, target)
+    }
+
+    /// Drops with token `i` replaced by `unk`, from next-token probabilities alone.
+    fn id_drops(f: &dyn NextTokenFn, unk: u32, context: &[u32], target: u32) -> Result<Vec<f32>> {
+        let l = context.len();
+        {
             let row = |i: Option<usize>| -> Vec<u32> {
                 let mut c = context.to_vec();
                 if let Some(i) = i {
@@ -57,10 +64,20 @@ impl Occlusion {
             let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
             for chunk in all.chunks(rows) {
                 let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
-                p.extend(score_rows(&f, &ctx, |_, lp| lp[target as usize].exp())?);
+                p.extend(score_rows(f, &ctx, |_, lp| lp[target as usize].exp())?);
             }
-            return Ok(p[1..].iter().map(|pi| p[0] - pi).collect());
+            Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
         }
+    }
+
+    /// Drops with token `i`'s embedding replaced by the baseline's.
+    pub fn embedding_drops(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        target: u32,
+    ) -> Result<Vec<f32>> {
+        let l = context.len();
         let x = inputs(model, context)?;
         let b = baseline(self.baseline, model, context, &x.embeds, self.unk)?;
         let build = |i: Option<usize>| -> Result<Tensor> {
@@ -99,6 +116,24 @@ impl Attributor for Occlusion {
 
     fn config(&self) -> serde_json::Value {
         serde_json::json!({"method": "occlusion", "window": 1, "baseline": self.baseline, "score": "|p - p_occluded|"})
+    }
+
+    fn attribute_black_box(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        target: u32,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        let unk = match (self.baseline, self.unk) {
+            (Baseline::Unk, Some(unk)) => unk,
+            _ => return None,
+        };
+        Some(Self::id_drops(f, unk, context, target).map(|d| {
+            let rows = d.len() + 1;
+            TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
+        }))
     }
 
     fn attribute(
@@ -141,6 +176,17 @@ impl Attributor for Random {
         serde_json::json!({"method": "random", "scores": "softmax(U[0,1))", "seed": self.seed})
     }
 
+    fn attribute_black_box(
+        &self,
+        _f: &dyn NextTokenFn,
+        context: &[u32],
+        _target: u32,
+        index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(Ok(self.for_context(context, index)))
+    }
+
     fn attribute(
         &self,
         _model: &dyn CausalLm,
@@ -149,9 +195,15 @@ impl Attributor for Random {
         index: usize,
         _progress: &dyn Progress,
     ) -> Result<TargetScores> {
+        Ok(self.for_context(context, index))
+    }
+}
+
+impl Random {
+    fn for_context(&self, context: &[u32], index: usize) -> TargetScores {
         let key = context
             .iter()
             .fold(0u64, |h, &id| h.wrapping_mul(31).wrapping_add(id as u64));
-        Ok(TargetScores::plain(self.scores(context.len(), key, index)))
+        TargetScores::plain(self.scores(context.len(), key, index)).with_rows(0)
     }
 }

@@ -791,6 +791,17 @@ impl Attributor for Reagent {
         v
     }
 
+    fn attribute_black_box(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        target: u32,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(self.scores(f, context, target, index, progress))
+    }
+
     fn attribute(
         &self,
         model: &dyn CausalLm,
@@ -799,7 +810,21 @@ impl Attributor for Reagent {
         index: usize,
         progress: &dyn Progress,
     ) -> Result<TargetScores> {
-        let t = self.trace(&super::LmTarget(model), context, target, index, progress)?;
+        self.scores(&super::LmTarget(model), context, target, index, progress)
+    }
+}
+
+impl Reagent {
+    /// The result of [`Reagent::trace`] as target scores.
+    fn scores(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        target: u32,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Result<TargetScores> {
+        let t = self.trace(f, context, target, index, progress)?;
         Ok(TargetScores {
             steps: Some(t.steps),
             converged_probes: Some(t.converged_probes()),
