@@ -332,20 +332,14 @@ impl CausalLm for Gemma3 {
         let masks = Masks::new(lengths, t, &self.device);
         let global = masks.build(true, None)?;
         let local = masks.build(true, Some(self.window))?;
-        let mut x = embeds.clone();
-        let mut attns = want.then(Vec::new);
-        for l in &self.layers {
+        let (x, attns) = super::run_layers(embeds.clone(), &self.layers, want, |l, x| {
             let (rot, mask) = if l.sliding {
                 (&self.rotary_local, &local)
             } else {
                 (&self.rotary_global, &global)
             };
-            let (y, p) = l.forward(&x, rot, mask, want)?;
-            x = y;
-            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
-                a.push(p);
-            }
-        }
+            l.forward(x, rot, mask, want)
+        })?;
         Ok(Hidden {
             states: self.norm.forward(&x)?,
             attentions: attns,

@@ -194,16 +194,10 @@ impl CausalLm for Gpt2 {
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
         let pos = self.wpe.table().narrow(0, 0, t)?;
-        let mut x = embeds.broadcast_add(&pos)?;
+        let x = embeds.broadcast_add(&pos)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let mut attns = want.then(Vec::new);
-        for b in &self.blocks {
-            let (y, p) = b.forward(&x, &mask, want)?;
-            x = y;
-            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
-                a.push(p);
-            }
-        }
+        let (x, attns) =
+            super::run_layers(x, &self.blocks, want, |b, x| b.forward(x, &mask, want))?;
         Ok(Hidden {
             states: self.ln_f.forward(&x)?,
             attentions: attns,

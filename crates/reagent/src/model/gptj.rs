@@ -171,15 +171,9 @@ impl CausalLm for GptJ {
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let mut x = embeds.clone();
-        let mut attns = want.then(Vec::new);
-        for b in &self.blocks {
-            let (y, p) = b.forward(&x, &self.rotary, &mask, want)?;
-            x = y;
-            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
-                a.push(p);
-            }
-        }
+        let (x, attns) = super::run_layers(embeds.clone(), &self.blocks, want, |b, x| {
+            b.forward(x, &self.rotary, &mask, want)
+        })?;
         Ok(Hidden {
             states: self.ln_f.forward(&x)?,
             attentions: attns,

@@ -335,15 +335,9 @@ impl CausalLm for Llama {
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, self.window)?;
-        let mut x = embeds.clone();
-        let mut attns = want.then(Vec::new);
-        for layer in &self.layers {
-            let (y, p) = layer.forward(&x, &self.rotary, &mask, want)?;
-            x = y;
-            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
-                a.push(p);
-            }
-        }
+        let (x, attns) = super::run_layers(embeds.clone(), &self.layers, want, |l, x| {
+            l.forward(x, &self.rotary, &mask, want)
+        })?;
         Ok(Hidden {
             states: self.norm.forward(&x)?,
             attentions: attns,

@@ -272,3 +272,26 @@ pub trait MaskedLm: Send + Sync {
         self.mlm_head(&Tensor::stack(&rows, 0)?)
     }
 }
+
+/// The decoder loop every architecture shares: run `layer` over `layers` in order from `x`, and
+/// collect each layer's attention probabilities when `want` is set.
+pub(crate) fn run_layers<L, E>(
+    x: Tensor,
+    layers: &[L],
+    want: bool,
+    mut layer: impl FnMut(&L, &Tensor) -> std::result::Result<(Tensor, Option<Tensor>), E>,
+) -> Result<(Tensor, Option<Vec<Tensor>>)>
+where
+    Error: From<E>,
+{
+    let mut x = x;
+    let mut attns = want.then(Vec::new);
+    for l in layers {
+        let (y, p) = layer(l, &x)?;
+        x = y;
+        if let (Some(a), Some(p)) = (attns.as_mut(), p) {
+            a.push(p);
+        }
+    }
+    Ok((x, attns))
+}

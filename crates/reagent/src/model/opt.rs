@@ -225,14 +225,8 @@ impl CausalLm for Opt {
         let pos = self.embed_positions.narrow(0, POSITION_OFFSET, t)?;
         x = x.broadcast_add(&pos)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let mut attns = want.then(Vec::new);
-        for l in &self.layers {
-            let (y, p) = l.forward(&x, &mask, want)?;
-            x = y;
-            if let (Some(a), Some(p)) = (attns.as_mut(), p) {
-                a.push(p);
-            }
-        }
+        let (mut x, attns) =
+            super::run_layers(x, &self.layers, want, |l, x| l.forward(x, &mask, want))?;
         if let Some(n) = &self.final_layer_norm {
             x = n.forward(&x)?;
         }
