@@ -29,11 +29,8 @@ pub enum Error {
         source: serde_json::Error,
     },
     /// The model's architecture is not one this crate implements.
-    #[error("unsupported architecture `{name}` (supported: {})", supported.join(", "))]
-    UnsupportedArchitecture {
-        name: String,
-        supported: &'static [&'static str],
-    },
+    #[error("unsupported architecture `{name}` (supported: {supported})")]
+    UnsupportedArchitecture { name: String, supported: String },
     /// A model file lacks something we need: a config key, a tensor, a GGUF metadata entry.
     #[error("{what} is missing from {source_name}")]
     Missing { what: String, source_name: String },
@@ -69,10 +66,7 @@ impl Error {
         }
     }
     /// An architecture this crate does not implement, with the list it does.
-    pub(crate) fn unsupported_architecture(
-        name: impl Into<String>,
-        supported: &'static [&'static str],
-    ) -> Self {
+    pub(crate) fn unsupported_architecture(name: impl Into<String>, supported: String) -> Self {
         Error::UnsupportedArchitecture {
             name: name.into(),
             supported,

@@ -32,7 +32,7 @@ impl Arch {
             "gemma3" => Ok(Arch::Gemma3),
             other => Err(Error::unsupported_architecture(
                 format!("gguf:{other}"),
-                super::SUPPORTED_ARCHITECTURES,
+                super::architectures::supported(),
             )),
         }
     }

@@ -12,7 +12,7 @@ use candle_core::Device;
 
 use super::gguf::{self, GgufFile, GgufSource};
 use super::weights::{SafetensorsSource, Vb, WeightSource};
-use super::{bert, gemma3, gpt2, gpt_neox, gptj, llama, opt, CausalLm, MaskedLm};
+use super::{bert, gemma3, llama, CausalLm, MaskedLm};
 use crate::error::WithPath;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
@@ -279,7 +279,11 @@ fn read_config(path: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_path(path)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(cfg: &serde_json::Value, path: &Path) -> Result<T> {
+/// A typed config from `config.json`, after the size checks.
+pub(crate) fn parse_config<T: serde::de::DeserializeOwned>(
+    cfg: &serde_json::Value,
+    path: &Path,
+) -> Result<T> {
     check_config(cfg, path)?;
     serde_json::from_value(cfg.clone()).with_path(path)
 }
@@ -364,25 +368,14 @@ fn architecture(cfg: &serde_json::Value, path: &Path) -> Result<String> {
                 path.display().to_string(),
             )
         })?;
-    Ok(match mt {
-        "llama" => "LlamaForCausalLM",
-        "mistral" => "MistralForCausalLM",
-        "qwen2" => "Qwen2ForCausalLM",
-        "gemma3_text" => "Gemma3ForCausalLM",
-        "gpt2" => "GPT2LMHeadModel",
-        "opt" => "OPTForCausalLM",
-        "gptj" => "GPTJForCausalLM",
-        "gpt_neox" => "GPTNeoXForCausalLM",
-        "bert" => "BertForMaskedLM",
-        "roberta" => "RobertaForMaskedLM",
-        other => {
-            return Err(Error::unsupported_architecture(
-                format!("model_type {other}"),
-                super::SUPPORTED_ARCHITECTURES,
-            ))
-        }
-    }
-    .to_string())
+    super::architectures::name_of_model_type(mt)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Error::unsupported_architecture(
+                format!("model_type {mt}"),
+                super::architectures::supported(),
+            )
+        })
 }
 
 fn causal_from_hf(files: &HfFiles, opts: &LoadOptions) -> Result<Arc<dyn CausalLm>> {
@@ -390,34 +383,14 @@ fn causal_from_hf(files: &HfFiles, opts: &LoadOptions) -> Result<Arc<dyn CausalL
     let arch = architecture(&cfg, &files.config)?;
     let src: Arc<dyn WeightSource> = Arc::new(SafetensorsSource::open(&files.weights)?);
     let vb = Vb::new(src, &opts.device, false);
-    let path = &files.config;
-    Ok(match arch.as_str() {
-        "LlamaForCausalLM" | "MistralForCausalLM" | "Qwen2ForCausalLM" => {
-            let mut c: llama::Config = parse(&cfg, path)?;
-            c.flavor = match arch.as_str() {
-                "MistralForCausalLM" => llama::Flavor::Mistral,
-                "Qwen2ForCausalLM" => llama::Flavor::Qwen2,
-                _ => llama::Flavor::Llama,
-            };
-            Arc::new(llama::Llama::load(vb, &c, &arch)?)
-        }
-        "Gemma3ForCausalLM" => Arc::new(gemma3::Gemma3::load(vb, &parse(&cfg, path)?)?),
-        "GPT2LMHeadModel" => Arc::new(gpt2::Gpt2::load(vb, &parse(&cfg, path)?)?),
-        "OPTForCausalLM" => Arc::new(opt::Opt::load(vb, &parse(&cfg, path)?)?),
-        "GPTJForCausalLM" => Arc::new(gptj::GptJ::load(vb, &parse(&cfg, path)?)?),
-        "GPTNeoXForCausalLM" => Arc::new(gpt_neox::GptNeoX::load(vb, &parse(&cfg, path)?)?),
-        "BertForMaskedLM" | "RobertaForMaskedLM" => {
-            return Err(Error::input(format!(
-                "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler's model (mlm), not as the attributed model"
-            )))
-        }
-        other => {
-            return Err(Error::unsupported_architecture(
-                other,
-                super::SUPPORTED_ARCHITECTURES,
-            ))
-        }
-    })
+    use super::architectures::{by_name, supported, Role};
+    match by_name(&arch).map(|a| a.role) {
+        Some(Role::Causal(build)) => build(vb, &cfg, &files.config, &arch),
+        Some(Role::Masked) => Err(Error::input(format!(
+            "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler's model (mlm), not as the attributed model"
+        ))),
+        None => Err(Error::unsupported_architecture(arch, supported())),
+    }
 }
 
 fn causal_from_gguf(path: &Path, opts: &LoadOptions) -> Result<(Arc<dyn CausalLm>, Tokenizer)> {
@@ -499,7 +472,7 @@ pub fn load_masked(spec: &str, opts: &LoadOptions) -> Result<LoadedMaskedModel> 
     };
     let src: Arc<dyn WeightSource> = Arc::new(SafetensorsSource::open(&files.weights)?);
     let vb = Vb::new(src, &opts.device, false);
-    let model = bert::BertMlm::load(vb, &parse(&cfg, &files.config)?, flavor)?;
+    let model = bert::BertMlm::load(vb, &parse_config(&cfg, &files.config)?, flavor)?;
     let tokenizer = Tokenizer::from_file(&files.tokenizer)?;
     check_vocab(model.info().vocab_size, &tokenizer, &source.id())?;
     Ok(LoadedMaskedModel {

@@ -9,6 +9,7 @@
 //! Architectures live one per file; [`load`] builds one from a Hugging Face folder, a GGUF file
 //! or a hub id.
 
+pub mod architectures;
 pub mod bert;
 pub mod dims;
 mod fused;
@@ -31,22 +32,6 @@ use crate::{Error, Result};
 pub use load::{
     load_causal, load_masked, LoadOptions, LoadedMaskedModel, LoadedModel, ModelSource,
 };
-
-/// The `architectures` names (config.json) and GGUF `general.architecture` values we load.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "LlamaForCausalLM",
-    "MistralForCausalLM",
-    "Qwen2ForCausalLM",
-    "Gemma3ForCausalLM",
-    "GPT2LMHeadModel",
-    "OPTForCausalLM",
-    "GPTJForCausalLM",
-    "GPTNeoXForCausalLM",
-    "BertForMaskedLM",
-    "RobertaForMaskedLM",
-    "gguf:llama",
-    "gguf:gemma3",
-];
 
 /// What a loaded model can do beyond forward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
