@@ -155,3 +155,41 @@ fn the_library_has_no_cli_dependencies() {
         );
     }
 }
+
+/// Inside `model/`: the kernels (`nn/`) use nothing else of the model layer, and no
+/// architecture file uses another (shared code lives in `nn/`, `weights` or `model/mod.rs`).
+#[test]
+fn model_concerns_stay_apart() {
+    let model = common::root().join("crates/reagent/src/model");
+    let arch_names = ["bert", "gemma3", "gpt2", "gpt_neox", "gptj", "llama", "opt"];
+    let mut bad = Vec::new();
+    let mut files = Vec::new();
+    visit(&model.join("nn"), &mut files);
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for other in ["arch", "architectures", "load", "gguf", "weights"] {
+            if text.contains(&format!("crate::model::{other}"))
+                || text.contains(&format!("super::{other}"))
+            {
+                bad.push(format!("{} uses model::{other}", f.display()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    visit(&model.join("arch"), &mut files);
+    for f in &files {
+        let own = f.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(f).unwrap();
+        for other in arch_names.iter().filter(|a| **a != own) {
+            for path in [
+                format!("crate::model::{other}::"),
+                format!("super::{other}::"),
+            ] {
+                if text.contains(&path) {
+                    bad.push(format!("{} uses {path}", f.display()));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

@@ -9,20 +9,15 @@
 //! Architectures live one per file; [`load`] builds one from a Hugging Face folder, a GGUF file
 //! or a hub id.
 
+pub mod arch;
 pub mod architectures;
-pub mod bert;
 pub mod dims;
-mod fused;
-pub mod gemma3;
 pub mod gguf;
-pub mod gpt2;
-pub mod gpt_neox;
-pub mod gptj;
-pub mod llama;
 pub mod load;
 pub mod nn;
-pub mod opt;
 pub mod weights;
+
+pub use arch::{bert, gemma3, gpt2, gpt_neox, gptj, llama, opt};
 
 use candle_core::{Device, IndexOp, Tensor};
 use serde::Serialize;

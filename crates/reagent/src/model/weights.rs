@@ -12,7 +12,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Shape, Tensor};
 
-use super::nn::{Linear, Weight};
+use super::nn::{LayerNorm, Linear, Weight};
 use crate::{Error, Result};
 
 /// A store of named tensors.
@@ -231,4 +231,28 @@ impl Vb {
     pub fn is_quantized(&self) -> bool {
         self.quantized
     }
+}
+
+/// `eos_token_id` may be an int or a list.
+pub(crate) fn eos_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
+    match v {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u32)
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// A LayerNorm's `weight` and `bias` under `vb`.
+pub(crate) fn layer_norm(vb: &Vb, dim: usize, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(
+        vb.get(dim, "weight")?,
+        vb.get(dim, "bias")?,
+        eps,
+    ))
 }

@@ -9,10 +9,12 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::gpt2::layer_norm;
-use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary};
-use super::weights::Vb;
-use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::nn::{
+    self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary,
+};
+use crate::model::weights::layer_norm;
+use crate::model::weights::Vb;
+use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-J model.
@@ -138,7 +140,7 @@ impl GptJ {
             vocab_size: cfg.vocab_size,
             max_positions: cfg.n_positions,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: cfg.pad_token_id,
             weights: "f32".into(),
             capabilities: Capabilities {
@@ -171,7 +173,7 @@ impl CausalLm for GptJ {
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let (x, attns) = super::run_layers(embeds.clone(), &self.blocks, want, |b, x| {
+        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.blocks, want, |b, x| {
             b.forward(x, &self.rotary, &mask, want)
         })?;
         Ok(Hidden {

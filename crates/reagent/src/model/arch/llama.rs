@@ -8,11 +8,11 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::nn::{
+use crate::model::nn::{
     self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
 };
-use super::weights::Vb;
-use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::weights::Vb;
+use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a Llama-family model (only the keys we use).
@@ -105,21 +105,6 @@ impl Config {
             Flavor::Qwen2 if self.use_sliding_window != Some(true) => None,
             _ => self.sliding_window,
         }
-    }
-}
-
-/// `eos_token_id` may be an int or a list.
-pub(crate) fn eos_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
-    match v {
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().map(|x| vec![x as u32]).unwrap_or_default()
-        }
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u32)
-            .collect(),
-        _ => vec![],
     }
 }
 
@@ -293,7 +278,7 @@ impl Llama {
             vocab_size: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: cfg.pad_token_id,
             weights: String::from("f32"),
             capabilities: Capabilities {
@@ -335,7 +320,7 @@ impl CausalLm for Llama {
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, self.window)?;
-        let (x, attns) = super::run_layers(embeds.clone(), &self.layers, want, |l, x| {
+        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.layers, want, |l, x| {
             l.forward(x, &self.rotary, &mask, want)
         })?;
         Ok(Hidden {

@@ -8,10 +8,10 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::gpt2::layer_norm;
-use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
-use super::weights::Vb;
-use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
+use crate::model::weights::layer_norm;
+use crate::model::weights::Vb;
+use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// OPT's learned position table starts at this offset (a fairseq legacy).
@@ -182,7 +182,7 @@ impl Opt {
             vocab_size: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: cfg.pad_token_id,
             weights: "f32".into(),
             capabilities: Capabilities {
@@ -226,7 +226,7 @@ impl CausalLm for Opt {
         x = x.broadcast_add(&pos)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
         let (mut x, attns) =
-            super::run_layers(x, &self.layers, want, |l, x| l.forward(x, &mask, want))?;
+            crate::model::run_layers(x, &self.layers, want, |l, x| l.forward(x, &mask, want))?;
         if let Some(n) = &self.final_layer_norm {
             x = n.forward(&x)?;
         }

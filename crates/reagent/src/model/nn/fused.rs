@@ -14,7 +14,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::nn::{dot, Activation};
+use super::{dot, Activation};
 
 type R<T> = candle_core::Result<T>;
 

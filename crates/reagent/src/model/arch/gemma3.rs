@@ -9,11 +9,11 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::nn::{
+use crate::model::nn::{
     self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
 };
-use super::weights::Vb;
-use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::weights::Vb;
+use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::{Error, Result};
 
 /// `config.json` of a Gemma 3 text model (`Gemma3TextConfig`; a multimodal config's
@@ -288,7 +288,7 @@ impl Gemma3 {
             vocab_size: cfg.vocab_size,
             max_positions: max_pos,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: cfg.pad_token_id,
             weights: "f32".into(),
             capabilities: Capabilities {
@@ -332,7 +332,7 @@ impl CausalLm for Gemma3 {
         let masks = Masks::new(lengths, t, &self.device);
         let global = masks.build(true, None)?;
         let local = masks.build(true, Some(self.window))?;
-        let (x, attns) = super::run_layers(embeds.clone(), &self.layers, want, |l, x| {
+        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.layers, want, |l, x| {
             let (rot, mask) = if l.sliding {
                 (&self.rotary_local, &local)
             } else {

@@ -7,9 +7,9 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
-use super::weights::Vb;
-use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
+use crate::model::weights::{layer_norm, Vb};
+use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-2 model.
@@ -42,14 +42,6 @@ fn default_act() -> String {
 }
 fn yes() -> bool {
     true
-}
-
-pub(crate) fn layer_norm(vb: &Vb, dim: usize, eps: f64) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(
-        vb.get(dim, "weight")?,
-        vb.get(dim, "bias")?,
-        eps,
-    ))
 }
 
 struct Attention {
@@ -161,7 +153,7 @@ impl Gpt2 {
             vocab_size: cfg.vocab_size,
             max_positions: cfg.n_positions,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: cfg.pad_token_id,
             weights: "f32".into(),
             capabilities: Capabilities {
@@ -197,7 +189,7 @@ impl CausalLm for Gpt2 {
         let x = embeds.broadcast_add(&pos)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
         let (x, attns) =
-            super::run_layers(x, &self.blocks, want, |b, x| b.forward(x, &mask, want))?;
+            crate::model::run_layers(x, &self.blocks, want, |b, x| b.forward(x, &mask, want))?;
         Ok(Hidden {
             states: self.ln_f.forward(&x)?,
             attentions: attns,

@@ -10,10 +10,10 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::gpt2::layer_norm;
-use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
-use super::weights::Vb;
-use super::{Capabilities, Hidden, MaskedLm, ModelInfo};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
+use crate::model::weights::layer_norm;
+use crate::model::weights::Vb;
+use crate::model::{Capabilities, Hidden, MaskedLm, ModelInfo};
 use crate::{Error, Result};
 
 /// `config.json` of a BERT or RoBERTa model.
@@ -240,7 +240,7 @@ impl BertMlm {
             vocab_size: cfg.vocab_size,
             max_positions,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: Some(pad_id),
             weights: "f32".into(),
             capabilities: Capabilities {

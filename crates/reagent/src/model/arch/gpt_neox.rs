@@ -8,10 +8,12 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use super::gpt2::layer_norm;
-use super::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary};
-use super::weights::Vb;
-use super::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::nn::{
+    self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary,
+};
+use crate::model::weights::layer_norm;
+use crate::model::weights::Vb;
+use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-NeoX model.
@@ -204,7 +206,7 @@ impl GptNeoX {
             vocab_size: cfg.vocab_size,
             max_positions: cfg.max_position_embeddings,
             bos_token_id: cfg.bos_token_id,
-            eos_token_ids: super::llama::eos_ids(&cfg.eos_token_id),
+            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
             pad_token_id: cfg.pad_token_id,
             weights: "f32".into(),
             capabilities: Capabilities {
@@ -237,7 +239,7 @@ impl CausalLm for GptNeoX {
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
         let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let (x, attns) = super::run_layers(embeds.clone(), &self.layers, want, |l, x| {
+        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.layers, want, |l, x| {
             l.forward(x, &self.rotary, &mask, want)
         })?;
         Ok(Hidden {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use candle_core::quantized::QMatMul;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
 
-use super::fused;
+pub(crate) mod fused;
+
 use crate::Result;
 
 /// Softmax over the last dimension.
