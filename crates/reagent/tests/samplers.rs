@@ -217,3 +217,94 @@ fn draws_are_uniform_over_their_candidates() {
     let x2 = chi_square(&even);
     assert!(x2 < 245.0, "POS chi-square {x2}");
 }
+
+/// The MLM sampler's shared-vocabulary path: an attributed model whose tokenizer is the MLM's
+/// own (tiny GPT-2 weights with the RoBERTa fixture's 352-token tokenizer) maps predictions one
+/// to one, and each replacement is the MLM's own argmax at that masked position (special tokens
+/// excluded).
+#[test]
+fn mlm_sampler_shared_vocabulary_maps_one_to_one() {
+    let dir = std::env::temp_dir().join(format!("reagent-shared-vocab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture(&format!("models/gpt2/{f}")), dir.join(f)).unwrap();
+    }
+    std::fs::copy(
+        fixture("models/roberta/tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    let model = load_causal(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let mlm = reagent::load_masked(
+        fixture("models/roberta").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let s = reagent::method::reagent::MlmSampler::new(
+        mlm.model.clone(),
+        mlm.tokenizer.clone(),
+        model.tokenizer.clone(),
+        reagent::method::reagent::MlmPick::Argmax,
+    )
+    .unwrap();
+    assert!(
+        s.shares_vocabulary(),
+        "identical vocabularies must take the shared path"
+    );
+    let ctx = model
+        .tokenizer
+        .encode("The cat sat on the mat", false)
+        .unwrap()
+        .ids;
+    let mask: Vec<bool> = (0..ctx.len()).map(|i| i % 2 == 1).collect();
+    let (out, _) = {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let o = s
+            .sample(
+                &ctx,
+                std::slice::from_ref(&mask),
+                &mut [Draw {
+                    probe: 0,
+                    step: 1,
+                    phase: Phase::Update,
+                    rng: &mut rng,
+                }],
+            )
+            .unwrap();
+        (o, ())
+    };
+    // The MLM on the same input: <s> context with masks </s>.
+    let mask_id = mlm.tokenizer.encode("<mask>", false).unwrap().ids[0];
+    let wrap = mlm.tokenizer.encode("", true).unwrap().ids;
+    let mut input = vec![wrap[0]];
+    input.extend(
+        ctx.iter()
+            .zip(&mask)
+            .map(|(&id, &m)| if m { mask_id } else { id }),
+    );
+    input.extend(&wrap[1..]);
+    let positions: Vec<(usize, usize)> = (0..ctx.len())
+        .filter(|&i| mask[i])
+        .map(|i| (0, i + 1))
+        .collect();
+    let logits: Vec<Vec<f32>> = mlm
+        .model
+        .logits_at(&[input], &positions)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let special = mlm.tokenizer.special_ids().to_vec();
+    for ((_, p), row) in positions.iter().zip(&logits) {
+        let best = (0..row.len() as u32)
+            .filter(|id| special.binary_search(id).is_err())
+            .max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(b.cmp(&a)))
+            .unwrap();
+        assert_eq!(out[0][p - 1], best, "position {}", p - 1);
+    }
+    for (i, (&a, &b)) in ctx.iter().zip(&out[0]).enumerate() {
+        if !mask[i] {
+            assert_eq!(a, b, "kept position {i} changed");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
