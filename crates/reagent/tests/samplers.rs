@@ -308,3 +308,96 @@ fn mlm_sampler_shared_vocabulary_maps_one_to_one() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The MLM sampler's text mapping (GPT-2 attributed, BERT as the MLM: different vocabularies),
+/// against the rule the README states, computed here independently: the context decoded token
+/// by token with each replaced token's text turned into `[MASK]` (keeping its leading
+/// whitespace), the MLM's argmax at each mask (special tokens excluded), decoded and trimmed,
+/// given the replaced token's leading whitespace, encoded with the attributed tokenizer, first
+/// token kept (the original when it encodes to nothing).
+#[test]
+fn mlm_sampler_text_mapping_follows_the_rule() {
+    let model = load_causal(
+        fixture("models/gpt2").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let mlm = reagent::load_masked(
+        fixture("models/bert").to_str().unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let s = reagent::method::reagent::MlmSampler::new(
+        mlm.model.clone(),
+        mlm.tokenizer.clone(),
+        model.tokenizer.clone(),
+        reagent::method::reagent::MlmPick::Argmax,
+    )
+    .unwrap();
+    assert!(!s.shares_vocabulary());
+    let ctx = model
+        .tokenizer
+        .encode("The cat sat on the mat", false)
+        .unwrap()
+        .ids;
+    for mask in [
+        (0..ctx.len()).map(|i| i % 3 == 1).collect::<Vec<bool>>(),
+        (0..ctx.len()).map(|i| i == ctx.len() - 1).collect(),
+    ] {
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let out = s
+            .sample(
+                &ctx,
+                std::slice::from_ref(&mask),
+                &mut [Draw {
+                    probe: 0,
+                    step: 1,
+                    phase: Phase::Update,
+                    rng: &mut rng,
+                }],
+            )
+            .unwrap();
+        // The reference computation.
+        let mut text = String::new();
+        for (&id, &m) in ctx.iter().zip(&mask) {
+            let t = model.tokenizer.token_text(id);
+            if m {
+                let lead: String = t.chars().take_while(|c| c.is_whitespace()).collect();
+                text.push_str(&lead);
+                text.push_str("[MASK]");
+            } else {
+                text.push_str(&t);
+            }
+        }
+        let ids = mlm.tokenizer.encode(&text, true).unwrap().ids;
+        let mask_id = mlm.tokenizer.encode("[MASK]", false).unwrap().ids[0];
+        let at: Vec<(usize, usize)> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, &id)| id == mask_id)
+            .map(|(i, _)| (0, i))
+            .collect();
+        let logits: Vec<Vec<f32>> = mlm.model.logits_at(&[ids], &at).unwrap().to_vec2().unwrap();
+        let special = mlm.tokenizer.special_ids().to_vec();
+        let replaced: Vec<usize> = (0..ctx.len()).filter(|&i| mask[i]).collect();
+        assert_eq!(replaced.len(), logits.len());
+        for (&pos, row) in replaced.iter().zip(&logits) {
+            let best = (0..row.len() as u32)
+                .filter(|id| special.binary_search(id).is_err())
+                .max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(b.cmp(&a)))
+                .unwrap();
+            let word = mlm.tokenizer.token_text(best);
+            let orig = model.tokenizer.token_text(ctx[pos]);
+            let lead: String = orig.chars().take_while(|c| c.is_whitespace()).collect();
+            let want = model
+                .tokenizer
+                .encode(&format!("{lead}{}", word.trim()), false)
+                .unwrap()
+                .ids
+                .first()
+                .copied()
+                .unwrap_or(ctx[pos]);
+            assert_eq!(out[0][pos], want, "position {pos} ({word:?})");
+        }
+    }
+}
