@@ -168,7 +168,10 @@ pub fn attribute(
             .get(target as usize)?
             .to_scalar::<f32>()?
             .exp();
-        let scores = method.attribute(model.model.as_ref(), context, target, k, progress)?;
+        // Each (context, target) has its own random stream: prompts of equal length must not
+        // share their replacement masks.
+        let stream = crate::util::ids_key(context, k as u64) as usize;
+        let scores = method.attribute(model.model.as_ref(), context, target, stream, progress)?;
         if let Some(bad) = scores.scores.iter().position(|s| !s.is_finite()) {
             return Err(Error::input(format!(
                 "{} produced a non-finite score at position {bad} for target {k}",

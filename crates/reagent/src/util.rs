@@ -45,6 +45,22 @@ pub fn stream_key(parts: &[&str], numbers: &[u64]) -> u64 {
     h
 }
 
+/// A stable key of a token sequence and a number (FNV-1a over the ids).
+pub fn ids_key(ids: &[u32], n: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &id in ids.iter().chain(std::iter::once(&0xffff_ffff)) {
+        for b in id.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    for b in n.to_le_bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +70,15 @@ mod tests {
         let p = softmax(&[1.0, 2.0, 3.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(p[2] > p[1] && p[1] > p[0]);
+    }
+
+    #[test]
+    fn ids_keys_differ_by_sequence_and_number() {
+        let k = ids_key(&[1, 2, 3], 0);
+        assert_eq!(k, ids_key(&[1, 2, 3], 0));
+        assert_ne!(k, ids_key(&[1, 2, 4], 0));
+        assert_ne!(k, ids_key(&[1, 2, 3], 1));
+        assert_ne!(ids_key(&[1, 2], 3), ids_key(&[1, 2, 3], 0));
     }
 
     #[test]
