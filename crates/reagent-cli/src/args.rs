@@ -4,6 +4,12 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use reagent::method::reagent::SamplerKind;
+
+/// A sampler name, as the library parses it.
+fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
+    s.parse().map_err(|e: reagent::Error| e.to_string())
+}
 
 /// Explain what a generative language model's output depends on: for each generated (or given)
 /// token, score every context token by importance (ReAGent and the usual baselines).
@@ -88,22 +94,6 @@ pub struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Where ReAGent's replacement tokens come from.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SamplerArg {
-    /// Tokens with the same part-of-speech tag (the paper's experiments; inseq's default).
-    Pos,
-    /// Any non-special token.
-    Uniform,
-    /// A masked LM's predictions (needs --mlm).
-    Mlm,
-    /// The attributed model's own greedy prediction from the prefix.
-    Causal,
-    /// A draw from the attributed model's own distribution given the prefix (top 64, the
-    /// original token excluded): in-context substitutes at no extra cost.
-    Context,
 }
 
 /// How ReAGent's perturbations become scores.
@@ -191,9 +181,12 @@ pub struct ReagentArgs {
     /// Random seed: the same seed gives the same output, whatever the thread count.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Where replacement tokens come from.
-    #[arg(long, value_enum, default_value = "pos")]
-    pub sampler: SamplerArg,
+    /// Where replacement tokens come from: pos (same part-of-speech tag; the paper's), uniform
+    /// (any non-special token), mlm (a masked LM's prediction; needs --mlm), causal (the model's
+    /// greedy prediction from the prefix), context (a draw from the model's own distribution
+    /// given the prefix).
+    #[arg(long, default_value = "pos", value_parser = parse_sampler)]
+    pub sampler: SamplerKind,
     /// The masked LM for --sampler mlm (a Hugging Face folder or hub id, e.g. distilroberta-base).
     #[arg(long)]
     pub mlm: Option<String>,

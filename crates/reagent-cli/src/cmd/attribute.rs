@@ -14,7 +14,7 @@ use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
 
 use crate::args::{
     AttributeArgs, MlmPickArg, ObjectiveArg, PresetArg, ProbeWeightingArg, ReadoutArg, ReagentArgs,
-    SamplerArg, WordsArg,
+    WordsArg,
 };
 use crate::render::{Heatmap, Json};
 
@@ -98,24 +98,13 @@ pub fn with_flag(msg: &str) -> String {
     }
 }
 
-/// The sampler a command line names.
-pub fn sampler_kind(a: SamplerArg) -> SamplerKind {
-    match a {
-        SamplerArg::Pos => SamplerKind::Pos,
-        SamplerArg::Uniform => SamplerKind::Uniform,
-        SamplerArg::Mlm => SamplerKind::Mlm,
-        SamplerArg::Causal => SamplerKind::Causal,
-        SamplerArg::Context => SamplerKind::Context,
-    }
-}
-
 /// Build ReAGent from a configuration, with the sampler the arguments name.
 pub fn build_reagent_with(
     cfg: ReagentConfig,
     a: &ReagentArgs,
     model: &reagent::LoadedModel,
 ) -> Result<Reagent> {
-    if a.sampler == SamplerArg::Mlm && a.mlm.is_none() {
+    if a.sampler == SamplerKind::Mlm && a.mlm.is_none() {
         bail!(
             "--sampler mlm needs a masked LM: pass --mlm SPEC (e.g. a distilroberta-base folder)"
         );
@@ -125,7 +114,7 @@ pub fn build_reagent_with(
         MlmPickArg::Argmax => MlmPick::Argmax,
         MlmPickArg::Sample => MlmPick::Sample,
     };
-    let sampler = build_sampler(sampler_kind(a.sampler), model, mlm.as_ref(), pick)?;
+    let sampler = build_sampler(a.sampler, model, mlm.as_ref(), pick)?;
     Ok(Reagent::new(cfg, sampler)?)
 }
 
@@ -215,10 +204,10 @@ pub fn run(a: AttributeArgs) -> Result<()> {
             bail!("the target text is empty");
         }
     }
-    if a.reagent.sampler != SamplerArg::Mlm && a.reagent.mlm.is_some() {
+    if a.reagent.sampler != SamplerKind::Mlm && a.reagent.mlm.is_some() {
         bail!("--mlm is only used with --sampler mlm");
     }
-    if a.reagent.sampler == SamplerArg::Mlm && a.reagent.mlm.is_none() {
+    if a.reagent.sampler == SamplerKind::Mlm && a.reagent.mlm.is_none() {
         bail!("--sampler mlm needs --mlm SPEC: a masked LM such as a distilroberta-base folder or hub id");
     }
     reagent_config(&a.reagent)?;

@@ -69,8 +69,9 @@ fn build_variant(
             .with_context(|| format!("--variant {name}: `{kv}` is not KEY=VALUE"))?;
         let (k, v) = (k.trim().replace('-', "_"), v.trim());
         if k == "sampler" {
-            sampler = <crate::args::SamplerArg as clap::ValueEnum>::from_str(v, true)
-                .map_err(|_| anyhow::anyhow!("--variant {name}: unknown sampler `{v}`"))?;
+            sampler = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--variant {name}: unknown sampler: {e}"))?;
             continue;
         }
         let value = serde_json::from_str::<serde_json::Value>(v)

@@ -38,7 +38,7 @@ pub fn show_token(s: &str) -> String {
 pub fn method_settings(r: &ReagentArgs, b: &BaselineArgs) -> Result<MethodSettings> {
     Ok(MethodSettings {
         reagent: attribute::reagent_config(r)?,
-        sampler: attribute::sampler_kind(r.sampler),
+        sampler: r.sampler,
         mlm_pick: match r.mlm_pick {
             MlmPickArg::Argmax => MlmPick::Argmax,
             MlmPickArg::Sample => MlmPick::Sample,
@@ -73,7 +73,7 @@ pub fn build_method(
 ) -> Result<Box<dyn Attributor>> {
     let settings = method_settings(reagent_args, b)?;
     if kind == MethodKind::Reagent
-        && reagent_args.sampler == crate::args::SamplerArg::Mlm
+        && reagent_args.sampler == reagent::method::reagent::SamplerKind::Mlm
         && reagent_args.mlm.is_none()
     {
         anyhow::bail!(

@@ -90,6 +90,19 @@ impl MethodKind {
     }
 }
 
+impl std::str::FromStr for MethodKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        MethodKind::from_name(s)
+    }
+}
+
+impl std::fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a method needs from the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Requirements {

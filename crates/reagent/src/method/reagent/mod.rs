@@ -64,6 +64,49 @@ pub enum SamplerKind {
     Context,
 }
 
+impl SamplerKind {
+    /// Every sampler, in the order the documentation lists them.
+    pub const ALL: [SamplerKind; 5] = [
+        SamplerKind::Pos,
+        SamplerKind::Uniform,
+        SamplerKind::Mlm,
+        SamplerKind::Causal,
+        SamplerKind::Context,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            SamplerKind::Pos => "pos",
+            SamplerKind::Uniform => "uniform",
+            SamplerKind::Mlm => "mlm",
+            SamplerKind::Causal => "causal",
+            SamplerKind::Context => "context",
+        }
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        SamplerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = SamplerKind::ALL.iter().map(|k| k.name()).collect();
+                Error::input(format!(
+                    "sampler must be one of {}; got `{s}`",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Build a sampler for `model`. The MLM sampler needs `mlm`.
 pub fn build_sampler(
     kind: SamplerKind,
@@ -850,6 +893,19 @@ mod tests {
         let mut s = vec![0.0; 2];
         apply_update(&mut s, &[true, false], 1.0);
         assert!(s.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn sampler_names_round_trip() {
+        for k in SamplerKind::ALL {
+            assert_eq!(k.name().parse::<SamplerKind>().unwrap(), k);
+            // The serde name is the same.
+            assert_eq!(serde_json::to_value(k).unwrap(), k.name());
+        }
+        assert!("nope".parse::<SamplerKind>().is_err());
+        for m in crate::MethodKind::ALL {
+            assert_eq!(m.to_string().parse::<crate::MethodKind>().unwrap(), m);
+        }
     }
 
     #[test]
