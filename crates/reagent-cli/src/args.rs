@@ -229,7 +229,8 @@ pub struct AttributeArgs {
     pub prompt: Option<String>,
 
     /// A JSONL file of jobs, one per line: {"prompt": "...", "target": "..."} or
-    /// {"prompt": "...", "max_new_tokens": N}; lines without either use the flags.
+    /// {"prompt": "...", "max_new_tokens": N}, optionally with "contrast": "..."; lines without
+    /// a target use the flags.
     #[arg(long)]
     pub input: Option<PathBuf>,
 
@@ -240,6 +241,12 @@ pub struct AttributeArgs {
     /// Attribute the model's greedy continuation of this many tokens [default: 1].
     #[arg(long, short = 'n')]
     pub max_new_tokens: Option<usize>,
+
+    /// Contrastive attribution: explain p(target) - p(contrast), why the model says the target
+    /// rather than this text (one contrast token per target token, e.g. -t " Paris" --contrast
+    /// " Lyon"). With reagent, occlusion and the gradient methods.
+    #[arg(long)]
+    pub contrast: Option<String>,
 
     /// The attribution method: reagent, gradient_norm, input_x_gradient, integrated_gradients,
     /// gradient_shap, attention, last_layer_attention, attention_rollout, occlusion, random.

@@ -916,3 +916,69 @@ fn evaluate_survives_a_kill_at_every_record() {
     }
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `--contrast`: the JSON records the contrast token and its probability; a contrast of another
+/// length or a method without a contrastive form fails in one line.
+#[test]
+fn contrastive_attribution_from_the_command_line() {
+    let llama = tiny("llama_tied");
+    let out = ok(&reagent(&[
+        "attribute",
+        "-m",
+        &llama,
+        "-p",
+        "The cat sat on the",
+        "-t",
+        " mat",
+        "--contrast",
+        " cat",
+        "--probes",
+        "3",
+        "--max-steps",
+        "10",
+        "--json",
+        "-",
+        "-q",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let t = &v["targets"][0];
+    assert_eq!(t["contrast"]["text"], " c");
+    assert!(t["contrast"]["prob"].as_f64().unwrap() > 0.0);
+    let sum: f64 = t["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .sum();
+    assert!((sum - 1.0).abs() < 1e-4);
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            "The cat sat on the",
+            "-t",
+            " mat",
+            "--contrast",
+            " big dog",
+        ],
+        "pair one to one",
+    );
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            "The cat sat on the",
+            "-t",
+            " mat",
+            "--contrast",
+            " cat",
+            "--method",
+            "attention",
+        ],
+        "no contrastive form",
+    );
+}

@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use crate::method::{check_requirements, Attributor, Progress};
+use crate::method::{check_requirements, Attributor, Goal, Progress};
 use crate::model::LoadedModel;
-use crate::result::{AttributionResult, Provenance, TargetAttribution, Token};
+use crate::result::{AttributionResult, Contrast, Provenance, TargetAttribution, Token};
 use crate::{Error, Result};
 
 /// What to attribute after the prompt.
@@ -36,6 +36,8 @@ pub struct Plan {
     pub tokens: Vec<Token>,
     pub prompt_tokens: usize,
     pub mode: &'static str,
+    /// Contrastive attribution: one contrast token per target (see [`Plan::with_contrast`]).
+    pub contrast: Option<Vec<Token>>,
 }
 
 impl Plan {
@@ -94,6 +96,7 @@ impl Plan {
                     tokens,
                     prompt_tokens,
                     mode: "forced",
+                    contrast: None,
                 })
             }
             Targets::Generate(n) => {
@@ -139,9 +142,63 @@ impl Plan {
                     tokens,
                     prompt_tokens,
                     mode: "generated",
+                    contrast: None,
                 })
             }
         }
+    }
+}
+
+impl Plan {
+    /// Attribute `p(target) - p(contrast)` instead of `p(target)`: `contrast` continues the
+    /// prompt as the targets do, and its tokens pair with the targets one to one (the k-th
+    /// target against the k-th contrast token, both after the same context), as inseq's
+    /// `contrast_targets`.
+    pub fn with_contrast(mut self, model: &LoadedModel, contrast: &str) -> Result<Self> {
+        if contrast.is_empty() {
+            return Err(Error::input("the contrast text is empty"));
+        }
+        let tok = &model.tokenizer;
+        let prompt = &self.text[..self
+            .tokens
+            .get(self.prompt_tokens)
+            .map(|t| t.start)
+            .unwrap_or(self.text.len())];
+        let prompt: String = prompt.to_string();
+        let prompt_ids: Vec<u32> = self.tokens[..self.prompt_tokens]
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        let full = tok.encode(&format!("{prompt}{contrast}"), true)?;
+        if full.ids.len() <= self.prompt_tokens || full.ids[..self.prompt_tokens] != prompt_ids[..]
+        {
+            return Err(Error::input(format!(
+                "the tokenizer cannot split the prompt and the contrast {contrast:?} at the boundary; \
+                 start the contrast with a space (e.g. \" Lyon\")"
+            )));
+        }
+        let ids = &full.ids[self.prompt_tokens..];
+        let n_targets = self.tokens.len() - self.prompt_tokens;
+        if ids.len() != n_targets {
+            return Err(Error::input(format!(
+                "the contrast {contrast:?} is {} tokens and the target {n_targets}; they must pair one to one",
+                ids.len()
+            )));
+        }
+        let offset = prompt.chars().count();
+        self.contrast = Some(
+            ids.iter()
+                .zip(&full.offsets[self.prompt_tokens..])
+                .map(|(&id, &(a, b))| Token {
+                    id,
+                    text: tok.token_text(id),
+                    start: a.saturating_sub(offset),
+                    end: b.saturating_sub(offset),
+                    special: false,
+                })
+                .collect(),
+        );
+        Ok(self)
     }
 }
 
@@ -171,7 +228,36 @@ pub fn attribute(
         // Each (context, target) has its own random stream: prompts of equal length must not
         // share their replacement masks.
         let stream = crate::util::ids_key(context, k as u64) as usize;
-        let scores = method.attribute(model.model.as_ref(), context, target, stream, progress)?;
+        let contrast = plan.contrast.as_ref().map(|c| c[k].clone());
+        let (scores, contrast) = match contrast {
+            None => (
+                method.attribute(model.model.as_ref(), context, target, stream, progress)?,
+                None,
+            ),
+            Some(c) => {
+                let goal = Goal {
+                    target,
+                    contrast: Some(c.id),
+                };
+                let scores = method
+                    .attribute_contrastive(model.model.as_ref(), context, goal, stream, progress)
+                    .ok_or_else(|| {
+                        Error::input(format!(
+                            "{} has no contrastive form; use reagent, occlusion or a gradient method",
+                            method.kind().name()
+                        ))
+                    })??;
+                let p = lp.squeeze(0)?.get(c.id as usize)?.to_scalar::<f32>()?.exp();
+                (
+                    scores,
+                    Some(Contrast {
+                        id: c.id,
+                        text: c.text,
+                        prob: p,
+                    }),
+                )
+            }
+        };
         if let Some(bad) = scores.scores.iter().position(|s| !s.is_finite()) {
             return Err(Error::input(format!(
                 "{} produced a non-finite score at position {bad} for target {k}",
@@ -183,6 +269,7 @@ pub fn attribute(
             id: target,
             text: plan.tokens[pos].text.clone(),
             prob,
+            contrast,
             scores,
             wall_s: t0.elapsed().as_secs_f64(),
         });

@@ -32,11 +32,24 @@ pub struct TargetAttribution {
     pub text: String,
     /// `p(target | context)` under the model.
     pub prob: f32,
+    /// Contrastive attribution: the token the target is explained against (the scores explain
+    /// `p(target) - p(contrast)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<Contrast>,
     /// `scores.len() == position`, plus method diagnostics.
     #[serde(flatten)]
     pub scores: TargetScores,
     /// Wall time for this target, in seconds.
     pub wall_s: f64,
+}
+
+/// The contrast token of a contrastive attribution.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Contrast {
+    pub id: u32,
+    pub text: String,
+    /// `p(contrast | context)` under the model.
+    pub prob: f32,
 }
 
 /// How subword scores combine into word scores.

@@ -22,6 +22,7 @@ use crate::render::{Heatmap, Json};
 struct Job {
     prompt: String,
     targets: Targets,
+    contrast: Option<String>,
 }
 
 /// The ReAGent configuration: the preset, then the flags given.
@@ -154,7 +155,25 @@ fn read_jobs(path: &Path, a: &AttributeArgs) -> Result<Vec<Job>> {
             })? as usize),
             (None, None) => default_targets(a),
         };
-        jobs.push(Job { prompt, targets });
+        let contrast = match v.get("contrast") {
+            None | Some(serde_json::Value::Null) => a.contrast.clone(),
+            Some(c) => Some(
+                c.as_str()
+                    .with_context(|| {
+                        format!(
+                            "{}:{}: \"contrast\" must be a string",
+                            path.display(),
+                            i + 1
+                        )
+                    })?
+                    .to_string(),
+            ),
+        };
+        jobs.push(Job {
+            prompt,
+            targets,
+            contrast,
+        });
     }
     if jobs.is_empty() {
         bail!("{}: no jobs in the file", path.display());
@@ -195,6 +214,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         (Some(p), _) => vec![Job {
             prompt: p.clone(),
             targets: default_targets(&a),
+            contrast: a.contrast.clone(),
         }],
         (None, Some(path)) => read_jobs(path, &a)?,
         (None, None) => bail!("give --prompt TEXT or --input FILE.jsonl"),
@@ -263,13 +283,17 @@ pub fn run(a: AttributeArgs) -> Result<()> {
                 String::new()
             },
         });
-        let plan = Plan::new(&model, &job.prompt, &job.targets).with_context(|| {
+        let what = || {
             if n_jobs > 1 {
                 format!("job {}", i + 1)
             } else {
                 "cannot attribute".into()
             }
-        })?;
+        };
+        let mut plan = Plan::new(&model, &job.prompt, &job.targets).with_context(what)?;
+        if let Some(c) = &job.contrast {
+            plan = plan.with_contrast(&model, c).with_context(what)?;
+        }
         let mut result = attribute(&model, method.as_ref(), plan, bar.as_ref())?;
         n_targets += result.targets.len();
         total_s += result.wall_s;

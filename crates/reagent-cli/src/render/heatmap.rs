@@ -88,6 +88,9 @@ impl Heatmap {
                 ),
             };
             let mut stats = format!("p={:.4}", t.prob);
+            if let Some(c) = &t.contrast {
+                stats.push_str(&format!("  vs {:?} p={:.4}", c.text, c.prob));
+            }
             if let (Some(s), Some(c), Some(n)) =
                 (t.scores.steps, t.scores.converged_probes, t.scores.probes)
             {

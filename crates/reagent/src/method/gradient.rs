@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Attributor, MethodKind, Progress, Requirements, TargetScores};
+use super::{Attributor, Goal, MethodKind, Progress, Requirements, TargetScores};
 use crate::model::{CausalLm, Outputs};
 use crate::{Error, Result};
 
@@ -100,9 +100,10 @@ pub(crate) fn baseline(
 pub fn values(
     model: &dyn CausalLm,
     inputs: &Tensor,
-    target: u32,
+    goal: impl Into<Goal>,
     f: Attributed,
 ) -> Result<Vec<f32>> {
+    let goal = goal.into();
     let (n, l, _) = inputs.dims3()?;
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(CHUNK) {
@@ -111,11 +112,18 @@ pub fn values(
         let lp = model
             .forward_embeds(&x, &vec![l; m], Outputs::default())?
             .last_log_probs;
-        let lp: Vec<f32> = lp.i((.., target as usize))?.to_vec1()?;
-        out.extend(lp.into_iter().map(|v| match f {
+        let apply = |v: f32| match f {
             Attributed::Probability => v.exp(),
             Attributed::LogProbability => v,
-        }));
+        };
+        let t: Vec<f32> = lp.i((.., goal.target as usize))?.to_vec1()?;
+        match goal.contrast {
+            None => out.extend(t.into_iter().map(apply)),
+            Some(c) => {
+                let c: Vec<f32> = lp.i((.., c as usize))?.to_vec1()?;
+                out.extend(t.into_iter().zip(c).map(|(a, b)| apply(a) - apply(b)));
+            }
+        }
     }
     Ok(out)
 }
@@ -124,21 +132,28 @@ pub fn values(
 pub fn gradients(
     model: &dyn CausalLm,
     inputs: &Tensor,
-    target: u32,
+    goal: impl Into<Goal>,
     f: Attributed,
 ) -> Result<Tensor> {
+    let goal = goal.into();
     let (n, l, _) = inputs.dims3()?;
     let mut parts = Vec::new();
     for start in (0..n).step_by(CHUNK) {
         let m = CHUNK.min(n - start);
         let var = Var::from_tensor(&inputs.narrow(0, start, m)?.detach())?;
-        let lp = model
+        let all = model
             .forward_embeds(var.as_tensor(), &vec![l; m], Outputs::default())?
-            .last_log_probs
-            .i((.., target as usize))?;
-        let y = match f {
-            Attributed::Probability => lp.exp()?,
-            Attributed::LogProbability => lp,
+            .last_log_probs;
+        let apply = |id: u32| -> candle_core::Result<Tensor> {
+            let lp = all.i((.., id as usize))?;
+            match f {
+                Attributed::Probability => lp.exp(),
+                Attributed::LogProbability => Ok(lp),
+            }
+        };
+        let y = match goal.contrast {
+            None => apply(goal.target)?,
+            Some(c) => (apply(goal.target)? - apply(c)?)?,
         };
         let grads = y.sum_all()?.backward()?;
         let g = grads
@@ -307,10 +322,11 @@ impl Gradient {
         &self,
         model: &dyn CausalLm,
         context: &[u32],
-        target: u32,
+        target: impl Into<Goal>,
         baselines: &[Baseline],
         draws: &ShapDraws,
     ) -> Result<(Tensor, Vec<f32>)> {
+        let target = target.into();
         let x = inputs(model, context)?.embeds;
         let bases = baselines
             .iter()
@@ -343,10 +359,11 @@ impl Gradient {
         &self,
         model: &dyn CausalLm,
         context: &[u32],
-        target: u32,
+        target: impl Into<Goal>,
         n_steps: usize,
         kind: Baseline,
     ) -> Result<(Tensor, f32)> {
+        let target = target.into();
         let x = inputs(model, context)?.embeds;
         let b = baseline(kind, model, context, &x, self.unk)?;
         let (alphas, weights) = gauss_legendre(n_steps);
@@ -411,6 +428,17 @@ impl Attributor for Gradient {
         v
     }
 
+    fn attribute_contrastive(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(self.scores(model, context, goal, index))
+    }
+
     fn attribute(
         &self,
         model: &dyn CausalLm,
@@ -418,6 +446,19 @@ impl Attributor for Gradient {
         target: u32,
         index: usize,
         _progress: &dyn Progress,
+    ) -> Result<TargetScores> {
+        self.scores(model, context, target.into(), index)
+    }
+}
+
+impl Gradient {
+    /// The scores of `goal` (a target, or a target against a contrast).
+    fn scores(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        target: Goal,
+        index: usize,
     ) -> Result<TargetScores> {
         super::check_requirements(self.kind(), self.requirements(), model)?;
         match &self.method {

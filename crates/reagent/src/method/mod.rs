@@ -103,6 +103,36 @@ impl std::fmt::Display for MethodKind {
     }
 }
 
+/// What an attribution explains: the target token's probability, or (contrastive) how much more
+/// likely the target is than a contrast token, `p(target) - p(contrast)` (inseq's
+/// `contrast_prob_diff`: "why this rather than that").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goal {
+    pub target: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<u32>,
+}
+
+impl From<u32> for Goal {
+    fn from(target: u32) -> Self {
+        Goal {
+            target,
+            contrast: None,
+        }
+    }
+}
+
+impl Goal {
+    /// The explained quantity from next-token log-probabilities: `p_t`, or `p_t - p_c`.
+    pub fn value(&self, log_probs: &[f32]) -> f32 {
+        let p = log_probs[self.target as usize].exp();
+        match self.contrast {
+            Some(c) => p - log_probs[c as usize].exp(),
+            None => p,
+        }
+    }
+}
+
 /// What a method needs from the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Requirements {
@@ -288,6 +318,19 @@ pub trait Attributor: Send + Sync {
         _f: &dyn NextTokenFn,
         _context: &[u32],
         _target: u32,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        None
+    }
+
+    /// Contrastive attribution: score each token for `p(target) - p(contrast)`. Methods that
+    /// have no contrastive form (attention) return `None`.
+    fn attribute_contrastive(
+        &self,
+        _model: &dyn CausalLm,
+        _context: &[u32],
+        _goal: Goal,
         _index: usize,
         _progress: &dyn Progress,
     ) -> Option<Result<TargetScores>> {

@@ -12,7 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::gradient::{baseline, inputs, values, Attributed, Baseline};
-use super::{score_rows, Attributor, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores};
+use super::{
+    score_rows, Attributor, Goal, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores,
+};
 use crate::model::CausalLm;
 use crate::Result;
 
@@ -41,15 +43,21 @@ impl Occlusion {
     /// embedding), so the contexts go through the probability-only seam as token ids; with the
     /// zero baseline they are built as embeddings. Either way they run in batches that fit the
     /// token budget ([`super::batch_tokens`]), so a long context never holds all `L + 1` rows.
-    pub fn drops(&self, model: &dyn CausalLm, context: &[u32], target: u32) -> Result<Vec<f32>> {
+    pub fn drops(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: impl Into<Goal>,
+    ) -> Result<Vec<f32>> {
+        let goal = goal.into();
         if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
-            return Self::id_drops(&LmTarget(model), unk, context, target);
+            return Self::id_drops(&LmTarget(model), unk, context, goal);
         }
-        self.embedding_drops(model, context, target)
+        self.embedding_drops(model, context, goal)
     }
 
     /// Drops with token `i` replaced by `unk`, from next-token probabilities alone.
-    fn id_drops(f: &dyn NextTokenFn, unk: u32, context: &[u32], target: u32) -> Result<Vec<f32>> {
+    fn id_drops(f: &dyn NextTokenFn, unk: u32, context: &[u32], goal: Goal) -> Result<Vec<f32>> {
         let l = context.len();
         {
             let row = |i: Option<usize>| -> Vec<u32> {
@@ -64,7 +72,7 @@ impl Occlusion {
             let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
             for chunk in all.chunks(rows) {
                 let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
-                p.extend(score_rows(f, &ctx, |_, lp| lp[target as usize].exp())?);
+                p.extend(score_rows(f, &ctx, |_, lp| goal.value(lp))?);
             }
             Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
         }
@@ -75,8 +83,9 @@ impl Occlusion {
         &self,
         model: &dyn CausalLm,
         context: &[u32],
-        target: u32,
+        goal: impl Into<Goal>,
     ) -> Result<Vec<f32>> {
+        let goal = goal.into();
         let l = context.len();
         let x = inputs(model, context)?;
         let b = baseline(self.baseline, model, context, &x.embeds, self.unk)?;
@@ -101,7 +110,7 @@ impl Occlusion {
             p.extend(values(
                 model,
                 &Tensor::cat(&rows, 0)?,
-                target,
+                goal,
                 Attributed::Probability,
             )?);
         }
@@ -130,7 +139,21 @@ impl Attributor for Occlusion {
             (Baseline::Unk, Some(unk)) => unk,
             _ => return None,
         };
-        Some(Self::id_drops(f, unk, context, target).map(|d| {
+        Some(Self::id_drops(f, unk, context, target.into()).map(|d| {
+            let rows = d.len() + 1;
+            TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
+        }))
+    }
+
+    fn attribute_contrastive(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(self.drops(model, context, goal).map(|d| {
             let rows = d.len() + 1;
             TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
         }))

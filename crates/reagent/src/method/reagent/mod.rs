@@ -48,7 +48,7 @@ pub use sampler::{
 pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
-use super::{score_rows, Attributor, MethodKind, NextTokenFn, Progress, TargetScores};
+use super::{score_rows, Attributor, Goal, MethodKind, NextTokenFn, Progress, TargetScores};
 use crate::model::{CausalLm, LoadedMaskedModel, LoadedModel};
 use crate::{Error, Result};
 
@@ -191,11 +191,12 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 }
 
 impl Objective {
-    /// How much the prediction moved from the original (`p0 = p(y|x)`, `probs0 = p(.|x)`, needed
-    /// by the total variation only) to a perturbed context's log-probabilities `row`.
-    pub fn change(self, p0: f32, probs0: &[f32], row: &[f32], target: u32) -> f32 {
+    /// How much the prediction moved from the original (`p0`: the goal's value on the original,
+    /// `p(y|x)` or `p(y|x) - p(c|x)`; `probs0 = p(.|x)`, needed by the total variation only) to a
+    /// perturbed context's log-probabilities `row`.
+    pub fn change(self, p0: f32, probs0: &[f32], row: &[f32], target: impl Into<Goal>) -> f32 {
         match self {
-            Objective::TargetProb => p0 - row[target as usize].exp(),
+            Objective::TargetProb => p0 - target.into().value(row),
             Objective::TotalVariation => {
                 0.5 * probs0
                     .iter()
@@ -511,8 +512,8 @@ impl Reagent {
     }
 
     /// The change in prediction of one perturbed context.
-    fn delta(&self, p0: f32, probs0: &[f32], row: &[f32], target: u32) -> f32 {
-        self.cfg.objective.change(p0, probs0, row, target)
+    fn delta(&self, p0: f32, probs0: &[f32], row: &[f32], goal: Goal) -> f32 {
+        self.cfg.objective.change(p0, probs0, row, goal)
     }
 
     /// The adaptive replacing ratio: the first of `r, r/2, ...` (at most 5) whose 8 pilot
@@ -522,7 +523,7 @@ impl Reagent {
         &self,
         f: &dyn NextTokenFn,
         context: &[u32],
-        target: u32,
+        goal: Goal,
         p0: f32,
         index: usize,
     ) -> Result<(f64, usize)> {
@@ -551,7 +552,7 @@ impl Reagent {
                 })
                 .collect();
             let xs = self.sample(context, &masks, &ids, 0, Phase::Pilot, &mut rngs)?;
-            let mut ps = score_rows(f, &xs, |_, row| row[target as usize].exp())?;
+            let mut ps = score_rows(f, &xs, |_, row| goal.value(row))?;
             rows_used += ps.len();
             ps.sort_by(f32::total_cmp);
             let median = 0.5 * (ps[PILOTS / 2 - 1] + ps[PILOTS / 2]);
@@ -572,6 +573,33 @@ impl Reagent {
         index: usize,
         progress: &dyn Progress,
     ) -> Result<Trace> {
+        self.trace_goal(f, context, target.into(), index, progress)
+    }
+
+    /// [`Reagent::trace`] for a goal: with a contrast token, each perturbation's change is that
+    /// of `p(target) - p(contrast)` (the stopping test still asks for the target in the top k).
+    pub fn trace_goal(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        goal: Goal,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Result<Trace> {
+        let target = goal.target;
+        if goal.contrast.is_some() && self.cfg.objective == Objective::TotalVariation {
+            return Err(Error::input(
+                "the total-variation objective has no contrastive form; use target_prob",
+            ));
+        }
+        if let Some(c) = goal.contrast {
+            if c as usize >= f.vocab_size() {
+                return Err(Error::input(format!(
+                    "contrast id {c} is outside the vocabulary of {} ids",
+                    f.vocab_size()
+                )));
+            }
+        }
         let (l, n_probes) = (context.len(), self.cfg.probes);
         if l == 0 {
             return Err(Error::input("ReAGent needs at least one context token"));
@@ -585,14 +613,14 @@ impl Reagent {
         let cfg = &self.cfg;
         let row0 = f.log_probs(&[context.to_vec()])?.remove(0);
         let mut rows_used = 1;
-        let p0 = row0[target as usize].exp();
+        let p0 = goal.value(&row0);
         let probs0: Vec<f32> = match cfg.objective {
             Objective::TotalVariation => row0.iter().map(|x| x.exp()).collect(),
             Objective::TargetProb => Vec::new(),
         };
         let adaptive;
         let replacer: &dyn Replacer = if cfg.adaptive_ratio {
-            let (r, used) = self.pilot_ratio(f, context, target, p0, index)?;
+            let (r, used) = self.pilot_ratio(f, context, goal, p0, index)?;
             rows_used += used;
             adaptive = Bernoulli { ratio: r };
             &adaptive
@@ -626,7 +654,7 @@ impl Reagent {
         // step t+1's update.
         let updates = self.draw_updates(replacer, context, &active, 1, &mut rngs)?;
         let xs: Vec<Vec<u32>> = updates.iter().map(|(_, x)| x.clone()).collect();
-        let ds = score_rows(f, &xs, |_, row| self.delta(p0, &probs0, row, target))?;
+        let ds = score_rows(f, &xs, |_, row| self.delta(p0, &probs0, row, goal))?;
         rows_used += ds.len();
         for (k, &p) in active.iter().enumerate() {
             let d = ds[k];
@@ -670,7 +698,7 @@ impl Reagent {
                 if i < n_tests {
                     (self.stopping.holds(row, target), 0.0)
                 } else {
-                    (false, self.delta(p0, &probs0, row, target))
+                    (false, self.delta(p0, &probs0, row, goal))
                 }
             })?;
             rows_used += rows.len();
@@ -842,7 +870,18 @@ impl Attributor for Reagent {
         index: usize,
         progress: &dyn Progress,
     ) -> Option<Result<TargetScores>> {
-        Some(self.scores(f, context, target, index, progress))
+        Some(self.scores(f, context, target.into(), index, progress))
+    }
+
+    fn attribute_contrastive(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(self.scores(&super::LmTarget(model), context, goal, index, progress))
     }
 
     fn attribute(
@@ -853,7 +892,13 @@ impl Attributor for Reagent {
         index: usize,
         progress: &dyn Progress,
     ) -> Result<TargetScores> {
-        self.scores(&super::LmTarget(model), context, target, index, progress)
+        self.scores(
+            &super::LmTarget(model),
+            context,
+            target.into(),
+            index,
+            progress,
+        )
     }
 }
 
@@ -863,11 +908,11 @@ impl Reagent {
         &self,
         f: &dyn NextTokenFn,
         context: &[u32],
-        target: u32,
+        goal: Goal,
         index: usize,
         progress: &dyn Progress,
     ) -> Result<TargetScores> {
-        let t = self.trace(f, context, target, index, progress)?;
+        let t = self.trace_goal(f, context, goal, index, progress)?;
         Ok(TargetScores {
             steps: Some(t.steps),
             converged_probes: Some(t.converged_probes()),
