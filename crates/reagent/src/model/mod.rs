@@ -37,6 +37,46 @@ pub struct Capabilities {
     pub attentions: bool,
 }
 
+impl ModelInfo {
+    /// A dense (f32) model's description, with gradients and attentions; special tokens are
+    /// added with [`ModelInfo::with_special`].
+    pub fn dense(
+        architecture: &str,
+        n_layers: usize,
+        hidden_size: usize,
+        n_heads: usize,
+        n_kv_heads: usize,
+        vocab_size: usize,
+        max_positions: usize,
+    ) -> Self {
+        ModelInfo {
+            architecture: architecture.to_string(),
+            n_layers,
+            hidden_size,
+            n_heads,
+            n_kv_heads,
+            vocab_size,
+            max_positions,
+            bos_token_id: None,
+            eos_token_ids: Vec::new(),
+            pad_token_id: None,
+            weights: "f32".into(),
+            capabilities: Capabilities {
+                gradients: true,
+                attentions: true,
+            },
+        }
+    }
+
+    /// The same description with these special tokens.
+    pub fn with_special(mut self, bos: Option<u32>, eos: Vec<u32>, pad: Option<u32>) -> Self {
+        self.bos_token_id = bos;
+        self.eos_token_ids = eos;
+        self.pad_token_id = pad;
+        self
+    }
+}
+
 /// Sizes and identity of a model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {

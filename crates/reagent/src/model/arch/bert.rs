@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
 use crate::model::weights::layer_norm;
 use crate::model::weights::Vb;
-use crate::model::{Capabilities, Hidden, MaskedLm, ModelInfo};
+use crate::model::{Hidden, MaskedLm, ModelInfo};
 use crate::{Error, Result};
 
 /// `config.json` of a BERT or RoBERTa model.
@@ -227,27 +227,23 @@ impl BertMlm {
                 .saturating_sub(pad_id as usize + 1),
             Flavor::Bert => cfg.max_position_embeddings,
         };
-        let info = ModelInfo {
-            architecture: match flavor {
+        let info = ModelInfo::dense(
+            match flavor {
                 Flavor::Bert => "BertForMaskedLM",
                 Flavor::Roberta => "RobertaForMaskedLM",
-            }
-            .into(),
-            n_layers: cfg.num_hidden_layers,
-            hidden_size: h,
-            n_heads: cfg.num_attention_heads,
-            n_kv_heads: cfg.num_attention_heads,
-            vocab_size: cfg.vocab_size,
-            max_positions,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: Some(pad_id),
-            weights: "f32".into(),
-            capabilities: Capabilities {
-                gradients: true,
-                attentions: true,
             },
-        };
+            cfg.num_hidden_layers,
+            h,
+            cfg.num_attention_heads,
+            cfg.num_attention_heads,
+            cfg.vocab_size,
+            max_positions,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            Some(pad_id),
+        );
         Ok(BertMlm {
             embeddings,
             layers,

@@ -13,7 +13,7 @@ use crate::model::nn::{
     self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
 };
 use crate::model::weights::Vb;
-use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::{CausalLm, Hidden, ModelInfo};
 use crate::{Error, Result};
 
 /// `config.json` of a Gemma 3 text model (`Gemma3TextConfig`; a multimodal config's
@@ -279,23 +279,21 @@ impl Gemma3 {
         let window = cfg
             .sliding_window
             .ok_or_else(|| Error::missing("`sliding_window`", "config.json"))?;
-        let info = ModelInfo {
-            architecture: "Gemma3ForCausalLM".into(),
-            n_layers: cfg.num_hidden_layers,
-            hidden_size: h,
-            n_heads: cfg.num_attention_heads,
-            n_kv_heads: cfg.num_key_value_heads,
-            vocab_size: cfg.vocab_size,
-            max_positions: max_pos,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: cfg.pad_token_id,
-            weights: "f32".into(),
-            capabilities: Capabilities {
-                gradients: !vb.is_quantized(),
-                attentions: true,
-            },
-        };
+        let mut info = ModelInfo::dense(
+            "Gemma3ForCausalLM",
+            cfg.num_hidden_layers,
+            h,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.vocab_size,
+            max_pos,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.pad_token_id,
+        );
+        info.capabilities.gradients = !vb.is_quantized();
         Ok(Gemma3 {
             embed_tokens,
             // transformers keeps the scale as an f32 tensor: sqrt(hidden) rounded to f32.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
 use crate::model::weights::{layer_norm, Vb};
-use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::{CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-2 model.
@@ -144,23 +144,20 @@ impl Gpt2 {
         } else {
             t.pp("wte").tied_linear(wte.table(), "weight")?
         };
-        let info = ModelInfo {
-            architecture: "GPT2LMHeadModel".into(),
-            n_layers: cfg.n_layer,
-            hidden_size: h,
-            n_heads: cfg.n_head,
-            n_kv_heads: cfg.n_head,
-            vocab_size: cfg.vocab_size,
-            max_positions: cfg.n_positions,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: cfg.pad_token_id,
-            weights: "f32".into(),
-            capabilities: Capabilities {
-                gradients: true,
-                attentions: true,
-            },
-        };
+        let info = ModelInfo::dense(
+            "GPT2LMHeadModel",
+            cfg.n_layer,
+            h,
+            cfg.n_head,
+            cfg.n_head,
+            cfg.vocab_size,
+            cfg.n_positions,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.pad_token_id,
+        );
         Ok(Gpt2 {
             wte,
             wpe,

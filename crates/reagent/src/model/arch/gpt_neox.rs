@@ -13,7 +13,7 @@ use crate::model::nn::{
 };
 use crate::model::weights::layer_norm;
 use crate::model::weights::Vb;
-use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::{CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-NeoX model.
@@ -197,23 +197,20 @@ impl GptNeoX {
             false,
             vb.device(),
         )?;
-        let info = ModelInfo {
-            architecture: "GPTNeoXForCausalLM".into(),
-            n_layers: cfg.num_hidden_layers,
-            hidden_size: h,
-            n_heads: cfg.num_attention_heads,
-            n_kv_heads: cfg.num_attention_heads,
-            vocab_size: cfg.vocab_size,
-            max_positions: cfg.max_position_embeddings,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: cfg.pad_token_id,
-            weights: "f32".into(),
-            capabilities: Capabilities {
-                gradients: true,
-                attentions: true,
-            },
-        };
+        let info = ModelInfo::dense(
+            "GPTNeoXForCausalLM",
+            cfg.num_hidden_layers,
+            h,
+            cfg.num_attention_heads,
+            cfg.num_attention_heads,
+            cfg.vocab_size,
+            cfg.max_position_embeddings,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.pad_token_id,
+        );
         Ok(GptNeoX {
             embed_in,
             layers,

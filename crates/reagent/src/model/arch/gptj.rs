@@ -14,7 +14,7 @@ use crate::model::nn::{
 };
 use crate::model::weights::layer_norm;
 use crate::model::weights::Vb;
-use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::{CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-J model.
@@ -131,23 +131,20 @@ impl GptJ {
             true,
             vb.device(),
         )?;
-        let info = ModelInfo {
-            architecture: "GPTJForCausalLM".into(),
-            n_layers: cfg.n_layer,
-            hidden_size: h,
-            n_heads: cfg.n_head,
-            n_kv_heads: cfg.n_head,
-            vocab_size: cfg.vocab_size,
-            max_positions: cfg.n_positions,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: cfg.pad_token_id,
-            weights: "f32".into(),
-            capabilities: Capabilities {
-                gradients: true,
-                attentions: true,
-            },
-        };
+        let info = ModelInfo::dense(
+            "GPTJForCausalLM",
+            cfg.n_layer,
+            h,
+            cfg.n_head,
+            cfg.n_head,
+            cfg.vocab_size,
+            cfg.n_positions,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.pad_token_id,
+        );
         Ok(GptJ {
             wte,
             blocks,

@@ -12,7 +12,7 @@ use crate::model::nn::{
     self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
 };
 use crate::model::weights::Vb;
-use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::{CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a Llama-family model (only the keys we use).
@@ -269,23 +269,21 @@ impl Llama {
             cfg.flavor == Flavor::Gguf,
             vb.device(),
         )?;
-        let info = ModelInfo {
-            architecture: architecture.to_string(),
-            n_layers: cfg.num_hidden_layers,
-            hidden_size: cfg.hidden_size,
-            n_heads: cfg.num_attention_heads,
-            n_kv_heads: cfg.kv_heads(),
-            vocab_size: cfg.vocab_size,
-            max_positions: cfg.max_position_embeddings,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: cfg.pad_token_id,
-            weights: String::from("f32"),
-            capabilities: Capabilities {
-                gradients: !vb.is_quantized(),
-                attentions: true,
-            },
-        };
+        let mut info = ModelInfo::dense(
+            architecture,
+            cfg.num_hidden_layers,
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.kv_heads(),
+            cfg.vocab_size,
+            cfg.max_position_embeddings,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.pad_token_id,
+        );
+        info.capabilities.gradients = !vb.is_quantized();
         Ok(Llama {
             embed_tokens,
             layers,

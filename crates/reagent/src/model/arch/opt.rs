@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
 use crate::model::weights::layer_norm;
 use crate::model::weights::Vb;
-use crate::model::{Capabilities, CausalLm, Hidden, ModelInfo};
+use crate::model::{CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// OPT's learned position table starts at this offset (a fairseq legacy).
@@ -173,23 +173,20 @@ impl Opt {
             d.pp("embed_tokens")
                 .tied_linear(embed_tokens.table(), "weight")?
         };
-        let info = ModelInfo {
-            architecture: "OPTForCausalLM".into(),
-            n_layers: cfg.num_hidden_layers,
-            hidden_size: h,
-            n_heads: cfg.num_attention_heads,
-            n_kv_heads: cfg.num_attention_heads,
-            vocab_size: cfg.vocab_size,
-            max_positions: cfg.max_position_embeddings,
-            bos_token_id: cfg.bos_token_id,
-            eos_token_ids: crate::model::weights::eos_ids(&cfg.eos_token_id),
-            pad_token_id: cfg.pad_token_id,
-            weights: "f32".into(),
-            capabilities: Capabilities {
-                gradients: true,
-                attentions: true,
-            },
-        };
+        let info = ModelInfo::dense(
+            "OPTForCausalLM",
+            cfg.num_hidden_layers,
+            h,
+            cfg.num_attention_heads,
+            cfg.num_attention_heads,
+            cfg.vocab_size,
+            cfg.max_position_embeddings,
+        )
+        .with_special(
+            cfg.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.pad_token_id,
+        );
         Ok(Opt {
             embed_tokens,
             embed_positions,
