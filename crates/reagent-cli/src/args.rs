@@ -4,11 +4,18 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use reagent::method::reagent::SamplerKind;
+use reagent::method::gradient::Baseline;
+use reagent::method::reagent::{MlmPick, Objective, ProbeWeighting, Readout, SamplerKind};
 
 /// A sampler name, as the library parses it.
 fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
     s.parse().map_err(|e: reagent::Error| e.to_string())
+}
+
+/// One of a library setting's names (its serde name; `-` and `_` alike), e.g. `mask-diff`.
+fn parse_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
+        .map_err(|e| e.to_string())
 }
 
 /// Explain what a generative language model's output depends on: for each generated (or given)
@@ -96,42 +103,6 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// How ReAGent's perturbations become scores.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReadoutArg {
-    /// The reference: mean of the converged probes' recursive scores.
-    Reference,
-    /// Per position, mean change where replaced minus mean change where kept, over all updates.
-    MaskDiff,
-    /// Ridge regression of the change on the replacement masks, over all updates.
-    Regression,
-}
-
-/// How the reference read-out combines converged probes.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProbeWeightingArg {
-    /// A plain mean (the reference).
-    Mean,
-    /// Weighted by the number of updates each probe made.
-    Steps,
-}
-
-/// How the MLM sampler picks its prediction.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MlmPickArg {
-    Argmax,
-    Sample,
-}
-
-/// ReAGent's objective.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ObjectiveArg {
-    /// p(target | context) - p(target | perturbed): the reference's.
-    TargetProb,
-    /// Total variation between the next-token distributions.
-    TotalVariation,
-}
-
 /// Hyperparameter presets.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PresetArg {
@@ -175,9 +146,10 @@ pub struct ReagentArgs {
     /// Probability of replacing each position in an update [inseq: 0.3].
     #[arg(long)]
     pub replacing_ratio: Option<f64>,
-    /// What a replacement's effect is measured by.
-    #[arg(long, value_enum, default_value = "target-prob")]
-    pub objective: ObjectiveArg,
+    /// What a replacement's effect is measured by: target-prob (p(y|x) - p(y|x~), the
+    /// reference) or total-variation (between the whole next-token distributions).
+    #[arg(long, default_value = "target-prob", value_parser = parse_name::<Objective>)]
+    pub objective: Objective,
     /// Random seed: the same seed gives the same output, whatever the thread count.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -190,18 +162,21 @@ pub struct ReagentArgs {
     /// The masked LM for --sampler mlm (a Hugging Face folder or hub id, e.g. distilroberta-base).
     #[arg(long)]
     pub mlm: Option<String>,
-    /// How the MLM sampler picks its prediction.
-    #[arg(long, value_enum, default_value = "argmax")]
-    pub mlm_pick: MlmPickArg,
-    /// Variant: how scores are read out of the perturbations [reference].
-    #[arg(long, value_enum)]
-    pub readout: Option<ReadoutArg>,
+    /// How the MLM sampler picks its prediction: argmax or sample.
+    #[arg(long, default_value = "argmax", value_parser = parse_name::<MlmPick>)]
+    pub mlm_pick: MlmPick,
+    /// Variant: how scores are read out of the perturbations: reference, mask-diff (mean change
+    /// where replaced minus where kept, over all updates) or regression (ridge regression of the
+    /// change on the masks) [reference].
+    #[arg(long, value_parser = parse_name::<Readout>)]
+    pub readout: Option<Readout>,
     /// Variant: a probe may stop only after this many update steps [0].
     #[arg(long)]
     pub min_steps: Option<usize>,
-    /// Variant: how converged probes are combined by the reference read-out [mean].
-    #[arg(long, value_enum)]
-    pub probe_weighting: Option<ProbeWeightingArg>,
+    /// Variant: how converged probes are combined by the reference read-out: mean, or steps
+    /// (weighted by the updates each made) [mean].
+    #[arg(long, value_parser = parse_name::<ProbeWeighting>)]
+    pub probe_weighting: Option<ProbeWeighting>,
     /// Variant: also stop when the top-n positions have not changed for this many steps [0: off].
     #[arg(long)]
     pub stable_window: Option<usize>,
@@ -284,9 +259,10 @@ pub struct BaselineArgs {
     #[arg(long, default_value_t = 50)]
     pub ig_steps: usize,
 
-    /// Integrated gradients: baseline.
-    #[arg(long, value_enum, default_value = "zero")]
-    pub ig_baseline: BaselineArg,
+    /// Integrated gradients: baseline, zero (all-zero embeddings, Captum's default) or unk (the
+    /// UNK token's embedding at every position, inseq's default).
+    #[arg(long, default_value = "zero", value_parser = parse_name::<Baseline>)]
+    pub ig_baseline: Baseline,
 
     /// Gradient SHAP: samples.
     #[arg(long, default_value_t = 5)]
@@ -295,15 +271,6 @@ pub struct BaselineArgs {
     /// Gradient SHAP: standard deviation of the input noise.
     #[arg(long, default_value_t = 0.1)]
     pub shap_stdev: f64,
-}
-
-/// Integrated gradients' baseline.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BaselineArg {
-    /// All-zero embeddings (Captum's default).
-    Zero,
-    /// The UNK token's embedding at every position (inseq's default).
-    Unk,
 }
 
 #[derive(Args, Debug)]

@@ -7,15 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use reagent::method::reagent::{
-    build_sampler, MlmPick, Objective, ProbeWeighting, Readout, Reagent, ReagentConfig, SamplerKind,
-};
+use reagent::method::reagent::{build_sampler, Reagent, ReagentConfig, SamplerKind};
 use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
 
-use crate::args::{
-    AttributeArgs, MlmPickArg, ObjectiveArg, PresetArg, ProbeWeightingArg, ReadoutArg, ReagentArgs,
-    WordsArg,
-};
+use crate::args::{AttributeArgs, PresetArg, ReagentArgs, WordsArg};
 use crate::render::{Heatmap, Json};
 
 /// One prompt to attribute.
@@ -53,26 +48,16 @@ pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
     if let Some(v) = a.replacing_ratio {
         c.replacing_ratio = v;
     }
-    c.objective = match a.objective {
-        ObjectiveArg::TargetProb => Objective::TargetProb,
-        ObjectiveArg::TotalVariation => Objective::TotalVariation,
-    };
+    c.objective = a.objective;
     c.seed = a.seed;
     if let Some(v) = a.readout {
-        c.readout = match v {
-            ReadoutArg::Reference => Readout::Reference,
-            ReadoutArg::MaskDiff => Readout::MaskDiff,
-            ReadoutArg::Regression => Readout::Regression,
-        };
+        c.readout = v;
     }
     if let Some(v) = a.min_steps {
         c.min_steps = v;
     }
     if let Some(v) = a.probe_weighting {
-        c.probe_weighting = match v {
-            ProbeWeightingArg::Mean => ProbeWeighting::Mean,
-            ProbeWeightingArg::Steps => ProbeWeighting::Steps,
-        };
+        c.probe_weighting = v;
     }
     if let Some(v) = a.stable_window {
         c.stable_window = v;
@@ -111,10 +96,7 @@ pub fn build_reagent_with(
         );
     }
     let mlm = super::load_mlm(a)?;
-    let pick = match a.mlm_pick {
-        MlmPickArg::Argmax => MlmPick::Argmax,
-        MlmPickArg::Sample => MlmPick::Sample,
-    };
+    let pick = a.mlm_pick;
     let sampler = build_sampler(a.sampler, model, mlm.as_ref(), pick)?;
     Ok(Reagent::new(cfg, sampler)?)
 }

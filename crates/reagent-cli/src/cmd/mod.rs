@@ -6,13 +6,11 @@ pub mod inspect;
 pub mod predict;
 
 use anyhow::{Context, Result};
-use reagent::method::gradient::Baseline;
-use reagent::method::reagent::MlmPick;
 use reagent::method::registry::{self, MethodSettings};
 use reagent::model::LoadedMaskedModel;
 use reagent::{Attributor, LoadOptions, LoadedModel, MethodKind};
 
-use crate::args::{BaselineArg, BaselineArgs, MlmPickArg, ModelArgs, ReagentArgs};
+use crate::args::{BaselineArgs, ModelArgs, ReagentArgs};
 
 /// Load the causal LM named by `--model`.
 pub fn load_model(a: &ModelArgs) -> Result<LoadedModel> {
@@ -39,15 +37,9 @@ pub fn method_settings(r: &ReagentArgs, b: &BaselineArgs) -> Result<MethodSettin
     Ok(MethodSettings {
         reagent: attribute::reagent_config(r)?,
         sampler: r.sampler,
-        mlm_pick: match r.mlm_pick {
-            MlmPickArg::Argmax => MlmPick::Argmax,
-            MlmPickArg::Sample => MlmPick::Sample,
-        },
+        mlm_pick: r.mlm_pick,
         ig_steps: b.ig_steps,
-        ig_baseline: match b.ig_baseline {
-            BaselineArg::Zero => Baseline::Zero,
-            BaselineArg::Unk => Baseline::Unk,
-        },
+        ig_baseline: b.ig_baseline,
         shap_samples: b.shap_samples,
         shap_stdev: b.shap_stdev,
     })

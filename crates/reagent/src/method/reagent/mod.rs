@@ -27,6 +27,7 @@
 //! Samplers, the replacer and the stopping rule are one small trait each, as the original
 //! code's `token_sampler/`, `token_replacer/` and `stopping_condition_evaluator/`.
 
+pub mod draw;
 pub mod pos;
 pub mod readout;
 pub mod replacer;
@@ -40,6 +41,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub use draw::{Draw, Phase};
 pub use readout::{Pool, Readout};
 pub use replacer::{Bernoulli, Initializer, Replacer, UniformInit};
 pub use sampler::{
@@ -139,24 +141,6 @@ pub fn build_sampler(
             )?)
         }
     })
-}
-
-/// What a random draw is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Init,
-    Update,
-    StopTest,
-    /// The adaptive replacing ratio's pilot draws.
-    Pilot,
-}
-
-/// One probe's random stream at one step (steps count from 1; initialisation is step 0).
-pub struct Draw<'a> {
-    pub probe: usize,
-    pub step: usize,
-    pub phase: Phase,
-    pub rng: &'a mut ChaCha8Rng,
 }
 
 /// How much a replacement changed the prediction.

@@ -6,7 +6,7 @@
 
 use rand::Rng;
 
-use super::Draw;
+use super::draw::Draw;
 
 /// Chooses the positions an update replaces.
 pub trait Replacer: Send + Sync {

@@ -20,8 +20,8 @@ use candle_core::IndexOp;
 use rand::Rng;
 use serde_json::json;
 
+use super::draw::Draw;
 use super::pos::PosTable;
-use super::Draw;
 use crate::model::{CausalLm, MaskedLm, Outputs};
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};

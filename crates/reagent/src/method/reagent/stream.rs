@@ -10,9 +10,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::draw::{Draw, Phase};
 use super::replacer::{Initializer, Replacer};
 use super::sampler::Sampler;
-use super::{Draw, Phase};
 use crate::error::WithPath;
 use crate::{Error, Result};
 
