@@ -38,6 +38,7 @@ pub mod format;
 pub mod method;
 pub mod model;
 pub mod result;
+pub mod score;
 pub mod tokenizer;
 pub mod util;
 

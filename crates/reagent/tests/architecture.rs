@@ -9,10 +9,11 @@
 //! | 2 | `format` | file formats read by both tokenizer and models (GGUF) |
 //! | 3 | `tokenizer` | tokenizers from `tokenizer.json` or GGUF metadata |
 //! | 4 | `model` | architectures, kernels, weight loading |
-//! | 5 | `method` | attribution methods (ReAGent, baselines, registry) |
-//! | 6 | `result` | attribution results |
-//! | 7 | `attribute` | the attribution pipeline |
-//! | 8 | `eval` | faithfulness metrics and the evaluation runner |
+//! | 5 | `score` | the probability-only seam: next-token log-probabilities of token-id contexts |
+//! | 6 | `method` | attribution methods (ReAGent, baselines, registry) |
+//! | 7 | `result` | attribution results |
+//! | 8 | `attribute` | the attribution pipeline |
+//! | 9 | `eval` | faithfulness metrics and the evaluation runner |
 //!
 //! Rendering and argument parsing live in the CLI crate; the library has no CLI or terminal
 //! dependency.
@@ -28,6 +29,7 @@ const ORDER: &[&str] = &[
     "format",
     "tokenizer",
     "model",
+    "score",
     "method",
     "result",
     "attribute",

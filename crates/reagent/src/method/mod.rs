@@ -12,8 +12,6 @@ pub mod occlusion;
 pub mod reagent;
 pub mod registry;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use serde::{Deserialize, Serialize};
 
 use crate::model::CausalLm;
@@ -216,88 +214,10 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// What a perturbation method sees of the model: next-token log-probabilities for a batch of
-/// contexts (Captum's `forward_func`). A model served elsewhere can implement this.
-pub trait NextTokenFn: Sync {
-    fn vocab_size(&self) -> usize;
-    /// `[batch][vocab]` log-probabilities of the token after each context. Callers keep a batch
-    /// within [`NextTokenFn::max_rows`] (see [`score_rows`]).
-    fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
-    /// How many contexts of `len` tokens one call should carry at most.
-    fn max_rows(&self, len: usize) -> usize {
-        rows_for(len)
-    }
-}
-
-/// The token budget of one batch of contexts (see [`set_batch_tokens`]).
-static BATCH_TOKENS: AtomicUsize = AtomicUsize::new(DEFAULT_BATCH_TOKENS);
-
-/// The default token budget per forward batch: 64 rows of up to 128 tokens.
-pub const DEFAULT_BATCH_TOKENS: usize = 8192;
-
-/// Rows per forward batch, whatever the token budget.
-pub const MAX_BATCH_ROWS: usize = 64;
-
-/// Set the token budget of the perturbation methods' forward batches for this process (rows ×
-/// context length; at least one row always runs). Results do not depend on it; memory does.
-pub fn set_batch_tokens(tokens: usize) {
-    BATCH_TOKENS.store(tokens.max(1), Ordering::Relaxed);
-}
-
-/// The current token budget per forward batch.
-pub fn batch_tokens() -> usize {
-    BATCH_TOKENS.load(Ordering::Relaxed)
-}
-
-/// Rows of `len` tokens that fit the budget (1 to [`MAX_BATCH_ROWS`]).
-pub fn rows_for(len: usize) -> usize {
-    (batch_tokens() / len.max(1)).clamp(1, MAX_BATCH_ROWS)
-}
-
-/// Score `contexts` in batches that fit the budget and reduce each row to what the caller keeps
-/// (`reduce(index, log_probs)`), so memory holds one batch of distributions at a time, however
-/// many contexts there are.
-pub fn score_rows<T>(
-    f: &dyn NextTokenFn,
-    contexts: &[Vec<u32>],
-    mut reduce: impl FnMut(usize, &[f32]) -> T,
-) -> Result<Vec<T>> {
-    let len = contexts.iter().map(Vec::len).max().unwrap_or(1);
-    let rows = f.max_rows(len).max(1);
-    let mut out = Vec::with_capacity(contexts.len());
-    for (c, chunk) in contexts.chunks(rows).enumerate() {
-        let lps = f.log_probs(chunk)?;
-        if lps.len() != chunk.len() {
-            return Err(Error::input(format!(
-                "the model scored {} of {} contexts",
-                lps.len(),
-                chunk.len()
-            )));
-        }
-        for (k, row) in lps.iter().enumerate() {
-            out.push(reduce(c * rows + k, row));
-        }
-    }
-    Ok(out)
-}
-
-/// A causal LM as a [`NextTokenFn`].
-pub struct LmTarget<'a>(pub &'a dyn CausalLm);
-
-impl NextTokenFn for LmTarget<'_> {
-    fn vocab_size(&self) -> usize {
-        self.0.vocab_size()
-    }
-
-    fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
-        let len = contexts.iter().map(Vec::len).max().unwrap_or(1);
-        let mut out = Vec::with_capacity(contexts.len());
-        for chunk in contexts.chunks(rows_for(len)) {
-            out.extend(self.0.next_token_log_probs(chunk)?.to_vec2::<f32>()?);
-        }
-        Ok(out)
-    }
-}
+pub use crate::score::{
+    batch_tokens, rows_for, score_rows, set_batch_tokens, LmTarget, NextTokenFn,
+    DEFAULT_BATCH_TOKENS, MAX_BATCH_ROWS,
+};
 
 /// An attribution method.
 pub trait Attributor: Send + Sync {
