@@ -111,6 +111,43 @@ fn pooled_readouts_find_the_decisive_position() -> TestResult {
     Ok(())
 }
 
+/// The any-time stop of a pooled read-out: the run ends once the pooled top positions hold for
+/// the window, long before the cap, with the same answer.
+#[test]
+fn pooled_any_time_stop_ends_early() -> TestResult {
+    let ctx = context();
+    let f = OnePosition { original: ctx[KEY] };
+    let cfg = ReagentConfig {
+        probes: 8,
+        max_steps: 60,
+        min_steps: 4,
+        keep_top_n: 1,
+        stop_top_k: 1,
+        stable_window: 3,
+        replacing_ratio: 0.2,
+        readout: Readout::MaskDiff,
+        ..ReagentConfig::default()
+    };
+    // A target the function never ranks first, so no stopping test holds.
+    let t = Reagent::new(cfg, Arc::new(NextId))?.trace(&f, &ctx, 7, 0, &NoProgress)?;
+    assert!(t.steps < 60, "ran to the cap");
+    let t = Reagent::new(
+        ReagentConfig {
+            probes: 8,
+            max_steps: 60,
+            min_steps: 4,
+            stable_window: 3,
+            replacing_ratio: 0.2,
+            readout: Readout::MaskDiff,
+            ..ReagentConfig::default()
+        },
+        Arc::new(NextId),
+    )?
+    .trace(&f, &ctx, 0, 0, &NoProgress)?;
+    assert_eq!(argmax(&t.mean), KEY);
+    Ok(())
+}
+
 #[test]
 fn min_steps_holds_probes_back() -> TestResult {
     let ctx = context();

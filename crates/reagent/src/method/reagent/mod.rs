@@ -179,8 +179,12 @@ impl Objective {
     /// `p(y|x)` or `p(y|x) - p(c|x)`; `probs0 = p(.|x)`, needed by the total variation only) to a
     /// perturbed context's log-probabilities `row`.
     pub fn change(self, p0: f32, probs0: &[f32], row: &[f32], target: impl Into<Goal>) -> f32 {
+        let goal = target.into();
         match self {
-            Objective::TargetProb => p0 - target.into().value(row),
+            // A contrastive change of `p_t - p_c` lies in [-2, 2]; halved, it stays in [-1, 1]
+            // as the update's `logit((d + 1) / 2)` needs.
+            Objective::TargetProb if goal.contrast.is_some() => 0.5 * (p0 - goal.value(row)),
+            Objective::TargetProb => p0 - goal.value(row),
             Objective::TotalVariation => {
                 0.5 * probs0
                     .iter()
@@ -714,7 +718,7 @@ impl Reagent {
                 }
             }
             let mut pool_done = false;
-            if pooled && cfg.stable_window > 0 && testing {
+            if pooled && cfg.stable_window > 0 && step >= cfg.min_steps {
                 let top = sorted_top(&readout::positive_unit(&pool.mask_diff()), keep);
                 if pool_stable.0 == top {
                     pool_stable.1 += 1;
