@@ -239,6 +239,11 @@ pub struct AttributeArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
 
+    /// Also write a self-contained HTML page (no network needed) with the heatmap, the shaded
+    /// text and hover cards, one section per job.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+
     /// Show scores per word instead of per token (subword scores summed, or their maximum).
     #[arg(long, value_enum)]
     pub words: Option<WordsArg>,

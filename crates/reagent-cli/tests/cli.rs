@@ -982,3 +982,166 @@ fn contrastive_attribution_from_the_command_line() {
         "no contrastive form",
     );
 }
+
+/// `--html`: one self-contained page (no network) whose embedded data is the JSON result and
+/// whose text view has one shaded span per token.
+#[test]
+fn attribute_writes_a_self_contained_html_page() {
+    let dir = std::env::temp_dir().join(format!("reagent-cli-html-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("out.html");
+    let out = ok(&reagent(&[
+        "attribute",
+        "-m",
+        &tiny("llama_tied"),
+        "-p",
+        "The cat <sat> & \"ran\"",
+        "-n",
+        "2",
+        "--probes",
+        "3",
+        "--max-steps",
+        "10",
+        "--words",
+        "sum",
+        "--json",
+        "-",
+        "-q",
+        "--html",
+        page.to_str().unwrap(),
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    for bad in ["http://", "https://", "<script src", "<link"] {
+        assert!(
+            !html.contains(bad),
+            "the page must not load anything: {bad}"
+        );
+    }
+    let spans = html.matches("<span class=\"tok").count();
+    assert_eq!(spans, json["tokens"].as_array().unwrap().len());
+    // The text is escaped; the embedded data is the result itself.
+    let text = &html[html.find("<div class=\"text\">").unwrap()..];
+    let text = &text[..text.find("</div>").unwrap()];
+    assert!(
+        text.contains("&lt;") && text.contains("&amp;") && !text.contains("<sat"),
+        "{text}"
+    );
+    let start = html
+        .find("<script type=\"application/json\" class=\"data\">")
+        .unwrap();
+    let data = &html[start..];
+    let data = &data[data.find('>').unwrap() + 1..data.find("</script>").unwrap()];
+    let mut embedded: serde_json::Value =
+        serde_json::from_str(&data.replace("<\\/", "</")).unwrap();
+    let mut printed = json.clone();
+    for v in [&mut embedded, &mut printed] {
+        v["wall_s"] = 0.into();
+        for t in v["targets"].as_array_mut().unwrap() {
+            t["wall_s"] = 0.into();
+        }
+    }
+    assert_eq!(embedded, printed);
+    assert!(
+        html.contains("name=\"unit0\" value=\"word\""),
+        "word toggle"
+    );
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &tiny("llama_tied"),
+            "-p",
+            "hi",
+            "--html",
+            "/no/such/dir/x.html",
+        ],
+        "cannot create",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The HTML page in a real browser (Debian's chromium, headless): the script runs without
+/// console errors, fills the target line and sizes the heatmap canvas, and the screenshot is not
+/// blank. Under CI (or `REAGENT_REQUIRE_BROWSER`) a missing chromium fails the test.
+#[test]
+fn html_page_renders_in_chromium() {
+    let browser = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(browser) = browser else {
+        let required = ["CI", "REAGENT_REQUIRE_BROWSER"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"));
+        assert!(
+            !required,
+            "chromium is not installed (apt-get install chromium)"
+        );
+        eprintln!("SKIPPED: chromium is not installed");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("reagent-cli-chromium-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("page.html");
+    let out = ok(&reagent(&[
+        "attribute",
+        "-m",
+        &tiny("llama_tied"),
+        "-p",
+        "The cat sat on the mat",
+        "-n",
+        "3",
+        "--probes",
+        "3",
+        "--max-steps",
+        "10",
+        "--json",
+        "-",
+        "-q",
+        "--html",
+        page.to_str().unwrap(),
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let n_tokens = json["tokens"].as_array().unwrap().len();
+    let url = format!("file://{}", page.display());
+    let headless = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1200,800",
+    ];
+    let dom = Command::new(browser)
+        .args(headless)
+        .args(["--enable-logging=stderr", "--v=0", "--dump-dom", &url])
+        .output()
+        .unwrap();
+    assert!(dom.status.success(), "{}", stderr(&dom));
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let logs = String::from_utf8_lossy(&dom.stderr);
+    assert!(!logs.contains("Uncaught"), "console errors: {logs}");
+    // The script ran: it wrote the selected target and sized the canvas.
+    assert!(html.contains("class=\"selected\">target 3 of 3"), "{html}");
+    let canvas = &html[html.find("<canvas").unwrap()..];
+    let canvas = &canvas[..canvas.find('>').unwrap()];
+    assert!(
+        canvas.contains("width=\"") && !canvas.contains("width=\"0\""),
+        "{canvas}"
+    );
+    assert_eq!(html.matches("<span class=\"tok").count(), n_tokens);
+    // A screenshot with content: the PNG of a blank page is a few hundred bytes.
+    let shot = dir.join("page.png");
+    let o = Command::new(browser)
+        .args(headless)
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let size = std::fs::metadata(&shot).unwrap().len();
+    assert!(size > 5_000, "screenshot of {size} bytes looks blank");
+    let _ = std::fs::remove_dir_all(&dir);
+}

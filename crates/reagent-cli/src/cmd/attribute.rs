@@ -11,7 +11,7 @@ use reagent::method::reagent::{build_sampler, Reagent, ReagentConfig, SamplerKin
 use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
 
 use crate::args::{AttributeArgs, PresetArg, ReagentArgs, WordsArg};
-use crate::render::{Heatmap, Json};
+use crate::render::{Heatmap, Html, Json};
 
 /// One prompt to attribute.
 struct Job {
@@ -255,6 +255,12 @@ pub fn run(a: AttributeArgs) -> Result<()> {
     };
     let stdout = std::io::stdout();
     let n_jobs = jobs.len();
+    let mut for_html = Vec::new();
+    // Created now, so that a bad path fails before any work.
+    let html_file = match &a.html {
+        Some(p) => Some(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
+        None => None,
+    };
     let (mut n_targets, mut total_s) = (0usize, 0f64);
     for (i, job) in jobs.into_iter().enumerate() {
         let bar = Arc::new(Bar {
@@ -294,8 +300,16 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         if let Some(w) = json_out.as_mut() {
             json.render(&result, w)?;
         }
+        if a.html.is_some() {
+            for_html.push(result);
+        }
     }
     pb.finish_and_clear();
+    if let Some(f) = html_file {
+        let mut w = BufWriter::new(f);
+        Html.render(&for_html, &mut w)?;
+        w.flush()?;
+    }
     if !a.quiet {
         eprintln!(
             "attributed {n_targets} target token{} in {:.1} s ({:.2} s per token)",

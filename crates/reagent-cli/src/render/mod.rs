@@ -2,8 +2,10 @@
 //! `render(&AttributionResult, impl Write)`.
 
 mod heatmap;
+mod html;
 
 pub use heatmap::Heatmap;
+pub use html::Html;
 
 use std::io::Write;
 
