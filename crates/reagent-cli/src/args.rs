@@ -50,6 +50,14 @@ pub enum Command {
     /// Rewrite an evaluation folder's summary.md and summary.csv from the records it holds
     /// (for a run that is still going, or was stopped).
     Summarize(SummarizeArgs),
+    /// Turn an evaluation folder into a page with figures (report.html, figures/*.svg).
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The evaluation's output folder.
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         args::Command::Attribute(a) => cmd::attribute::run(a),
         args::Command::Evaluate(a) => cmd::evaluate::run(a),
         args::Command::Summarize(a) => cmd::evaluate::summarize(a),
+        args::Command::Report(a) => cmd::report::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

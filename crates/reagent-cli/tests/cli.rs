@@ -477,6 +477,19 @@ fn evaluate_runs_variants_with_paired_tests() {
         std::fs::read_to_string(out.join("summary.csv")).unwrap(),
         csv
     );
+    // `report` turns the folder into a page with four inline SVG figures.
+    ok(&reagent(&["report", out.to_str().unwrap()]));
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(page.matches("<svg").count(), 4, "four figures");
+    for f in ["soft_nc.svg", "soft_ns.svg", "hard.svg", "seconds.svg"] {
+        assert!(out.join("figures").join(f).is_file(), "{f}");
+    }
+    assert!(
+        page.contains(">reagent-md<")
+            && !page.contains("src=\"http")
+            && !page.contains("href=\"http"),
+        "table rows, no network"
+    );
     // Every stochastic method was run twice and its agreement recorded.
     let records = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
     for line in records.lines() {
@@ -1143,5 +1156,32 @@ fn html_page_renders_in_chromium() {
     assert!(o.status.success(), "{}", stderr(&o));
     let size = std::fs::metadata(&shot).unwrap().len();
     assert!(size > 5_000, "screenshot of {size} bytes looks blank");
+
+    // The evaluation report renders too.
+    let ev = dir.join("eval");
+    eval_run(&eval_args(
+        &[
+            "--methods",
+            "attention,occlusion",
+            "--limit",
+            "2",
+            "--new-tokens",
+            "1",
+        ],
+        &ev,
+    ));
+    ok(&reagent(&["report", ev.to_str().unwrap()]));
+    let url = format!("file://{}", ev.join("report.html").display());
+    let dom = Command::new(browser)
+        .args(headless)
+        .args(["--enable-logging=stderr", "--v=0", "--dump-dom", &url])
+        .output()
+        .unwrap();
+    assert!(dom.status.success());
+    assert!(!String::from_utf8_lossy(&dom.stderr).contains("Uncaught"));
+    assert_eq!(
+        String::from_utf8_lossy(&dom.stdout).matches("<svg").count(),
+        4
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

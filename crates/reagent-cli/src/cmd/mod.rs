@@ -4,6 +4,7 @@ pub mod attribute;
 pub mod evaluate;
 pub mod inspect;
 pub mod predict;
+pub mod report;
 
 use anyhow::{Context, Result};
 use reagent::method::registry::{self, MethodSettings};
