@@ -11,12 +11,11 @@ use reagent::eval::runner::{MethodSummary, Summary};
 
 use crate::args::ReportArgs;
 
+/// One bar: a method, its value and its interval.
+type Bar = (String, Option<f64>, Option<(f64, f64)>);
+
 /// A bar chart of one value per method, with optional interval whiskers.
-fn bars(
-    path: &Path,
-    title: &str,
-    rows: &[(String, Option<f64>, Option<(f64, f64)>)],
-) -> Result<()> {
+fn bars(path: &Path, title: &str, rows: &[Bar]) -> Result<()> {
     let rows: Vec<_> = rows.iter().filter(|r| r.1.is_some()).collect();
     let h = 60 + 26 * rows.len().max(1) as u32;
     let root = SVGBackend::new(path, (720, h)).into_drawing_area();
