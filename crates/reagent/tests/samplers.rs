@@ -42,6 +42,31 @@ fn tiny() -> reagent::LoadedModel {
     .unwrap()
 }
 
+/// One probe's draw through `sample` for `mask`, with a seeded stream.
+fn sample_masked(s: &dyn Sampler, context: &[u32], mask: &[bool], seed: u64) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    s.sample(
+        context,
+        &[mask.to_vec()],
+        &mut [Draw {
+            probe: 0,
+            step: 1,
+            phase: Phase::Update,
+            rng: &mut rng,
+        }],
+    )
+    .unwrap()
+    .remove(0)
+}
+
+/// The MLM's most likely token in a logits row, special tokens excluded (ties: the lower id).
+fn mlm_argmax(row: &[f32], special: &[u32]) -> u32 {
+    (0..row.len() as u32)
+        .filter(|id| special.binary_search(id).is_err())
+        .max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(b.cmp(&a)))
+        .unwrap()
+}
+
 /// Draws through `sample` with a seeded stream, and the `u` values that stream gives.
 fn sample_with(s: &dyn Sampler, context: &[u32], seed: u64) -> (Vec<u32>, Vec<f32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -257,22 +282,7 @@ fn mlm_sampler_shared_vocabulary_maps_one_to_one() {
         .unwrap()
         .ids;
     let mask: Vec<bool> = (0..ctx.len()).map(|i| i % 2 == 1).collect();
-    let (out, _) = {
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let o = s
-            .sample(
-                &ctx,
-                std::slice::from_ref(&mask),
-                &mut [Draw {
-                    probe: 0,
-                    step: 1,
-                    phase: Phase::Update,
-                    rng: &mut rng,
-                }],
-            )
-            .unwrap();
-        (o, ())
-    };
+    let out = vec![sample_masked(&s, &ctx, &mask, 0)];
     // The MLM on the same input: <s> context with masks </s>.
     let mask_id = mlm.tokenizer.encode("<mask>", false).unwrap().ids[0];
     let wrap = mlm.tokenizer.encode("", true).unwrap().ids;
@@ -295,10 +305,7 @@ fn mlm_sampler_shared_vocabulary_maps_one_to_one() {
         .unwrap();
     let special = mlm.tokenizer.special_ids().to_vec();
     for ((_, p), row) in positions.iter().zip(&logits) {
-        let best = (0..row.len() as u32)
-            .filter(|id| special.binary_search(id).is_err())
-            .max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(b.cmp(&a)))
-            .unwrap();
+        let best = mlm_argmax(row, &special);
         assert_eq!(out[0][p - 1], best, "position {}", p - 1);
     }
     for (i, (&a, &b)) in ctx.iter().zip(&out[0]).enumerate() {
@@ -344,19 +351,7 @@ fn mlm_sampler_text_mapping_follows_the_rule() {
         (0..ctx.len()).map(|i| i % 3 == 1).collect::<Vec<bool>>(),
         (0..ctx.len()).map(|i| i == ctx.len() - 1).collect(),
     ] {
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let out = s
-            .sample(
-                &ctx,
-                std::slice::from_ref(&mask),
-                &mut [Draw {
-                    probe: 0,
-                    step: 1,
-                    phase: Phase::Update,
-                    rng: &mut rng,
-                }],
-            )
-            .unwrap();
+        let out = vec![sample_masked(&s, &ctx, &mask, 0)];
         // The reference computation.
         let mut text = String::new();
         for (&id, &m) in ctx.iter().zip(&mask) {
@@ -382,10 +377,7 @@ fn mlm_sampler_text_mapping_follows_the_rule() {
         let replaced: Vec<usize> = (0..ctx.len()).filter(|&i| mask[i]).collect();
         assert_eq!(replaced.len(), logits.len());
         for (&pos, row) in replaced.iter().zip(&logits) {
-            let best = (0..row.len() as u32)
-                .filter(|id| special.binary_search(id).is_err())
-                .max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]).then(b.cmp(&a)))
-                .unwrap();
+            let best = mlm_argmax(row, &special);
             let word = mlm.tokenizer.token_text(best);
             let orig = model.tokenizer.token_text(ctx[pos]);
             let lead: String = orig.chars().take_while(|c| c.is_whitespace()).collect();
