@@ -282,7 +282,7 @@ fn mlm_sampler_shared_vocabulary_maps_one_to_one() {
         .unwrap()
         .ids;
     let mask: Vec<bool> = (0..ctx.len()).map(|i| i % 2 == 1).collect();
-    let out = vec![sample_masked(&s, &ctx, &mask, 0)];
+    let out = [sample_masked(&s, &ctx, &mask, 0)];
     // The MLM on the same input: <s> context with masks </s>.
     let mask_id = mlm.tokenizer.encode("<mask>", false).unwrap().ids[0];
     let wrap = mlm.tokenizer.encode("", true).unwrap().ids;
@@ -351,7 +351,7 @@ fn mlm_sampler_text_mapping_follows_the_rule() {
         (0..ctx.len()).map(|i| i % 3 == 1).collect::<Vec<bool>>(),
         (0..ctx.len()).map(|i| i == ctx.len() - 1).collect(),
     ] {
-        let out = vec![sample_masked(&s, &ctx, &mask, 0)];
+        let out = [sample_masked(&s, &ctx, &mask, 0)];
         // The reference computation.
         let mut text = String::new();
         for (&id, &m) in ctx.iter().zip(&mask) {
