@@ -621,3 +621,63 @@ fn contrastive_attribution() -> TestResult {
         .is_err());
     Ok(())
 }
+
+/// ReAGent reports each score's spread: the standard deviation across the averaged probes
+/// (reference), or the effect's standard error on the scores' scale (mask difference).
+#[test]
+fn reagent_reports_the_spread_of_its_scores() -> TestResult {
+    let ctx = context();
+    let f = OnePosition { original: ctx[KEY] };
+    let reference = Reagent::new(
+        ReagentConfig {
+            probes: 6,
+            max_steps: 20,
+            ..ReagentConfig::default()
+        },
+        Arc::new(NextId),
+    )?
+    .trace(&f, &ctx, 0, 0, &NoProgress)?;
+    let spread = reference.spread.expect("the reference reports a spread");
+    // By hand: the population standard deviation of the averaged probes.
+    let used: Vec<&Vec<f32>> = reference
+        .final_scores
+        .iter()
+        .zip(&reference.converged_step)
+        .filter(|(_, c)| c.is_some())
+        .map(|(s, _)| s)
+        .collect();
+    let used = if used.is_empty() {
+        reference.final_scores.iter().collect()
+    } else {
+        used
+    };
+    for i in 0..ctx.len() {
+        let m = used.iter().map(|s| s[i]).sum::<f32>() / used.len() as f32;
+        let sd = (used.iter().map(|s| (s[i] - m).powi(2)).sum::<f32>() / used.len() as f32).sqrt();
+        assert!((spread[i] - sd).abs() < 1e-6, "position {i}");
+    }
+    let pooled = Reagent::new(
+        ReagentConfig {
+            probes: 8,
+            max_steps: 8,
+            min_steps: 8,
+            replacing_ratio: 0.2,
+            readout: Readout::MaskDiff,
+            ..ReagentConfig::default()
+        },
+        Arc::new(NextId),
+    )?
+    .trace(&f, &ctx, 0, 0, &NoProgress)?;
+    let se = pooled
+        .spread
+        .expect("the mask difference reports standard errors");
+    assert!(se.iter().all(|x| x.is_finite() && *x >= 0.0));
+    // The decisive position's effect is many standard errors from zero.
+    assert!(
+        pooled.mean[KEY] > 5.0 * se[KEY],
+        "{} vs {}",
+        pooled.mean[KEY],
+        se[KEY]
+    );
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! A self-contained HTML report of attribution results: no CDN, no network.
 //!
 //! Per result: the model, method, configuration and seed; the text with each context token
-//! shaded by its score for the selected target (a hover card gives the token, score and rank);
+//! shaded by its score for the selected target (a hover card gives the token, score, rank and,
+//! for ReAGent, the score's spread: across probes, or the effect's standard error);
 //! the targets × context heatmap drawn on a canvas (click a row to select its target, hover a
 //! cell for its card); a token / word toggle when word scores exist; a legend. Scores that are
 //! all non-negative use one sequential scale (white → red, per row); signed scores a diverging
@@ -91,7 +92,8 @@ document.querySelectorAll('section.result').forEach(sec=>{
     const t=R.targets[sel], s=rowScores(sel), m=maxAbs(s), rk=ranks(s);
     spans.forEach((el,i)=>{
       el.classList.toggle('target',i===t.position);
-      if(i<t.position){el.style.background=colour(s[i],m,signed);el.dataset.card=`<b>${esc(JSON.stringify(R.tokens[i].text))}</b><br>score ${s[i].toFixed(4)}<br>rank ${rk[i]} of ${s.length}`;}
+      const sp=(unit==='token'&&t.spread&&i<t.spread.length)?` ± ${t.spread[i].toFixed(4)}`:'';
+      if(i<t.position){el.style.background=colour(s[i],m,signed);el.dataset.card=`<b>${esc(JSON.stringify(R.tokens[i].text))}</b><br>score ${s[i].toFixed(4)}${sp}<br>rank ${rk[i]} of ${s.length}`;}
       else{el.style.background='transparent';el.dataset.card=i===t.position?`target <b>${esc(JSON.stringify(t.text))}</b> p=${t.prob.toFixed(4)}`:'';}
     });
     sec.querySelector('.selected').textContent=`target ${sel+1} of ${R.targets.length}: ${JSON.stringify(t.text)}`+(t.contrast?` vs ${JSON.stringify(t.contrast.text)}`:'');

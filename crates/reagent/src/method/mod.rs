@@ -171,6 +171,11 @@ pub struct TargetScores {
     /// ReAGent: probes run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probes: Option<usize>,
+    /// ReAGent: how much each score varies, on the scores' scale: the standard deviation across
+    /// the probes averaged (reference read-out), or the standard error of each effect (mask
+    /// difference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Vec<f32>>,
     /// Contexts the model scored for this target (forward rows; gradient methods count one
     /// forward and backward per row).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +201,7 @@ impl TargetScores {
             steps: None,
             converged_probes: None,
             probes: None,
+            spread: None,
             forward_rows: None,
             replacing_ratio: None,
             convergence_delta: None,

@@ -369,6 +369,8 @@ pub struct Trace {
     /// The result: the read-out (for the reference, the mean over converged probes, or all
     /// probes when none converged).
     pub mean: Vec<f32>,
+    /// How much each score varies (see [`TargetScores::spread`]).
+    pub spread: Option<Vec<f32>>,
     /// Contexts scored by the model (the original, pilots, updates and stopping tests).
     pub forward_rows: usize,
     /// The replacing ratio the adaptive pilots chose.
@@ -740,12 +742,28 @@ impl Reagent {
         }
 
         let final_scores: Vec<Vec<f32>> = scores.iter().map(|s| softmax(s)).collect();
-        let mean = match cfg.readout {
+        let (mean, spread) = match cfg.readout {
             Readout::Reference => {
-                reference_mean(&final_scores, &converged_step, cfg.probe_weighting, l)
+                let mean = reference_mean(&final_scores, &converged_step, cfg.probe_weighting, l);
+                let spread = probe_spread(&final_scores, &converged_step, &mean);
+                (mean, Some(spread))
             }
-            Readout::MaskDiff => readout::positive_unit(&pool.mask_diff_shrunk(cfg.shrink_z)),
-            Readout::Regression => readout::positive_unit(&pool.regression(REGRESSION_LAMBDA)),
+            Readout::MaskDiff => {
+                let effects = pool.mask_diff_shrunk(cfg.shrink_z);
+                // The standard errors on the scores' scale (divided by the same total).
+                let total: f64 = effects.iter().filter(|e| **e > 0.0).sum();
+                let spread = (total > 0.0).then(|| {
+                    pool.standard_errors()
+                        .iter()
+                        .map(|se| (se / total) as f32)
+                        .collect()
+                });
+                (readout::positive_unit(&effects), spread)
+            }
+            Readout::Regression => (
+                readout::positive_unit(&pool.regression(REGRESSION_LAMBDA)),
+                None,
+            ),
         };
         Ok(Trace {
             p0,
@@ -753,6 +771,7 @@ impl Reagent {
             converged_step,
             final_scores,
             mean,
+            spread,
             forward_rows: rows_used,
             replacing_ratio: cfg.adaptive_ratio.then_some(replacer_ratio(replacer)),
         })
@@ -772,6 +791,28 @@ fn sorted_top(values: &[f32], n: usize) -> Vec<usize> {
     let mut t = stopping::top_n(values, n);
     t.sort_unstable();
     t
+}
+
+/// The standard deviation, per position, of the probes the reference read-out averages.
+fn probe_spread(
+    final_scores: &[Vec<f32>],
+    converged_step: &[Option<usize>],
+    mean: &[f32],
+) -> Vec<f32> {
+    let any = converged_step.iter().any(Option::is_some);
+    let used: Vec<&Vec<f32>> = final_scores
+        .iter()
+        .zip(converged_step)
+        .filter(|(_, c)| !any || c.is_some())
+        .map(|(s, _)| s)
+        .collect();
+    let n = used.len() as f32;
+    (0..mean.len())
+        .map(|i| {
+            let v: f32 = used.iter().map(|s| (s[i] - mean[i]).powi(2)).sum::<f32>() / n;
+            v.sqrt()
+        })
+        .collect()
 }
 
 /// The reference read-out: the (weighted) mean of the converged probes' scores, or of all
@@ -907,6 +948,7 @@ impl Reagent {
             probes: Some(self.cfg.probes),
             forward_rows: Some(t.forward_rows),
             replacing_ratio: t.replacing_ratio,
+            spread: t.spread,
             ..TargetScores::plain(t.mean)
         })
     }

@@ -131,13 +131,25 @@ impl Pool {
     /// of the two means): `sign(e) * max(0, |e| - z * se)`. Positions whose effect is within
     /// noise get 0 instead of a share of the mass; with `z = 0` it is the plain difference.
     pub fn mask_diff_shrunk(&self, z: f64) -> Vec<f64> {
-        let n = self.ds.len();
         let e = self.mask_diff();
+        if z == 0.0 {
+            return e;
+        }
+        e.iter()
+            .zip(self.standard_errors())
+            .map(|(&e, se)| e.signum() * (e.abs() - z * se).max(0.0))
+            .collect()
+    }
+
+    /// Welch's standard error of each position's difference of means (0 where either side has
+    /// fewer than two updates).
+    pub fn standard_errors(&self) -> Vec<f64> {
+        let n = self.ds.len();
         (0..self.len)
             .map(|i| {
                 let (nr, nk) = (self.n_replaced[i], n - self.n_replaced[i]);
-                if nr < 2 || nk < 2 || z == 0.0 {
-                    return e[i];
+                if nr < 2 || nk < 2 {
+                    return 0.0;
                 }
                 let var = |sum: f64, sq: f64, k: usize| {
                     let m = sum / k as f64;
@@ -145,10 +157,9 @@ impl Pool {
                 };
                 let sr = self.sum_replaced[i];
                 let qr = self.sq_replaced[i];
-                let se = (var(sr, qr, nr) / nr as f64
+                (var(sr, qr, nr) / nr as f64
                     + var(self.sum_all - sr, self.sq_all - qr, nk) / nk as f64)
-                    .sqrt();
-                e[i].signum() * (e[i].abs() - z * se).max(0.0)
+                    .sqrt()
             })
             .collect()
     }
