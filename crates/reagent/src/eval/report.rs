@@ -23,7 +23,7 @@ impl Summary {
         for r in &ratios {
             s.push_str(&format!(",hard_ns@{r},hard_nc@{r}"));
         }
-        s.push_str(",reagent_steps,reagent_converged,seconds_per_token,forward_rows_per_token,soft_ns_lo,soft_ns_hi,soft_nc_lo,soft_nc_hi,ln_soft_ns_lo,ln_soft_ns_hi,ln_soft_nc_lo,ln_soft_nc_hi,antecedent_top3_lo,antecedent_top3_hi,stability_spearman,stability_top3\n");
+        s.push_str(",reagent_steps,reagent_converged,seconds_per_token,forward_rows_per_token,soft_ns_lo,soft_ns_hi,soft_nc_lo,soft_nc_hi,ln_soft_ns_lo,ln_soft_ns_hi,ln_soft_nc_lo,ln_soft_nc_hi,antecedent_top3_lo,antecedent_top3_hi,stability_spearman,stability_top3,hard_ns_vs_random_lo,hard_ns_vs_random_hi,hard_nc_vs_random_lo,hard_nc_vs_random_hi\n");
         for m in &self.methods {
             s.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
@@ -48,7 +48,7 @@ impl Summary {
             let lo = |c: Option<stats::Interval>| fmt(c.map(|c| c.0));
             let hi = |c: Option<stats::Interval>| fmt(c.map(|c| c.1));
             s.push_str(&format!(
-                ",{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                ",{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 fmt(m.reagent_steps),
                 fmt(m.reagent_converged),
                 m.seconds_per_token,
@@ -65,6 +65,10 @@ impl Summary {
                 hi(m.antecedent_top3_ci),
                 fmt(m.stability_spearman),
                 fmt(m.stability_top3),
+                lo(m.hard_ns_ratio_ci),
+                hi(m.hard_ns_ratio_ci),
+                lo(m.hard_nc_ratio_ci),
+                hi(m.hard_nc_ratio_ci),
             ));
         }
         s
@@ -82,7 +86,7 @@ impl Summary {
             "# {title}\n\n{} level; {} examples used of {} checked.\n\n",
             self.level, self.examples_used, self.examples_seen
         );
-        s.push_str("| method | examples | tokens | Soft-NS | ln(NS/random) [95% CI] | Soft-NC | ln(NC/random) [95% CI] | hard NS/random | hard NC/random | antecedent top-3 [95% CI] | seed agreement ρ / top-3 | contexts/token | s/token |\n");
+        s.push_str("| method | examples | tokens | Soft-NS | ln(NS/random) [95% CI] | Soft-NC | ln(NC/random) [95% CI] | hard NS/random [95% CI] | hard NC/random [95% CI] | antecedent top-3 [95% CI] | seed agreement ρ / top-3 | contexts/token | s/token |\n");
         s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for m in &self.methods {
             let agreement = match (m.stability_spearman, m.stability_top3) {
@@ -113,8 +117,16 @@ impl Summary {
                 f(m.soft_nc),
                 f2(self.ln_ratio(m, |x| x.soft_nc)),
                 ci(m.ln_soft_nc_ci),
-                f2(self.ratio(m, |x| x.hard_ns_mean)),
-                f2(self.ratio(m, |x| x.hard_nc_mean)),
+                format!(
+                    "{}{}",
+                    f2(self.ratio(m, |x| x.hard_ns_mean)),
+                    ci(m.hard_ns_ratio_ci)
+                ),
+                format!(
+                    "{}{}",
+                    f2(self.ratio(m, |x| x.hard_nc_mean)),
+                    ci(m.hard_nc_ratio_ci)
+                ),
                 ante,
                 agreement,
                 m.forward_rows

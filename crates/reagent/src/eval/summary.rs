@@ -50,6 +50,9 @@ pub struct MethodSummary {
     /// ln(method / random) intervals, resampling examples jointly.
     pub ln_soft_ns_ci: Option<stats::Interval>,
     pub ln_soft_nc_ci: Option<stats::Interval>,
+    /// Hard NS / NC means over the paper's ratios, divided by random's: 95% intervals.
+    pub hard_ns_ratio_ci: Option<stats::Interval>,
+    pub hard_nc_ratio_ci: Option<stats::Interval>,
     /// Agreement of two runs on independent random streams: mean Spearman, and the share of
     /// targets whose top-3 share at least 2 tokens.
     pub stability_spearman: Option<f64>,
@@ -64,6 +67,9 @@ pub struct MethodSummary {
 pub struct PerExample {
     pub soft_ns: Vec<(String, f64)>,
     pub soft_nc: Vec<(String, f64)>,
+    /// Hard NS / NC averaged over the paper's ratios.
+    pub hard_ns: Vec<(String, f64)>,
+    pub hard_nc: Vec<(String, f64)>,
     pub antecedent_top3: Vec<(String, f64)>,
 }
 
@@ -138,6 +144,18 @@ fn example_means(ids: &[&str], per_example: &[Vec<Option<f32>>]) -> Vec<(String,
             mean(&xs).map(|m| (id.to_string(), m))
         })
         .collect()
+}
+
+/// A target's hard metric averaged over the paper's ratios (`None` when one is undefined).
+fn paper_mean(t: &TargetRecord, pick: fn(&super::metrics::Hard) -> Option<f32>) -> Option<f32> {
+    let v: Option<Vec<f32>> = t
+        .hard
+        .iter()
+        .filter(|h| PAPER_RATIOS.contains(&h.ratio))
+        .map(pick)
+        .collect();
+    v.filter(|v| !v.is_empty())
+        .map(|v| v.iter().sum::<f32>() / v.len() as f32)
 }
 
 /// A fixed seed per (method, metric) for the summary's resampling.
@@ -231,6 +249,8 @@ impl Summary {
                     &ids,
                     &per(&|t| t.antecedent_top3.map(|h| if h { 1.0 } else { 0.0 })),
                 ),
+                hard_ns: example_means(&ids, &per(&|t| paper_mean(t, |h| h.ns))),
+                hard_nc: example_means(&ids, &per(&|t| paper_mean(t, |h| h.nc))),
             };
             let ci = |v: &[(String, f64)], metric: &str| {
                 let xs: Vec<f64> = v.iter().map(|(_, x)| *x).collect();
@@ -243,6 +263,8 @@ impl Summary {
                 antecedent_top3_ci: ci(&per_example.antecedent_top3, "antecedent"),
                 ln_soft_ns_ci: None,
                 ln_soft_nc_ci: None,
+                hard_ns_ratio_ci: None,
+                hard_nc_ratio_ci: None,
                 stability_spearman: mean(&rhos),
                 stability_top3: mean(&agree),
                 per_example,
@@ -270,6 +292,19 @@ impl Summary {
                 m.ln_soft_ns_ci = stats::ln_ratio_interval(&a, &b, ci_seed(&m.method, "ln_ns"));
                 let (a, b) = align(&m.per_example.soft_nc, &r.per_example.soft_nc);
                 m.ln_soft_nc_ci = stats::ln_ratio_interval(&a, &b, ci_seed(&m.method, "ln_nc"));
+                let exp = |c: Option<stats::Interval>| c.map(|(lo, hi)| (lo.exp(), hi.exp()));
+                let (a, b) = align(&m.per_example.hard_ns, &r.per_example.hard_ns);
+                m.hard_ns_ratio_ci = exp(stats::ln_ratio_interval(
+                    &a,
+                    &b,
+                    ci_seed(&m.method, "hard_ns"),
+                ));
+                let (a, b) = align(&m.per_example.hard_nc, &r.per_example.hard_nc);
+                m.hard_nc_ratio_ci = exp(stats::ln_ratio_interval(
+                    &a,
+                    &b,
+                    ci_seed(&m.method, "hard_nc"),
+                ));
             }
         }
         let mut paired = Vec::new();
