@@ -106,6 +106,8 @@ impl Summary {
                     )
                 })
                 .unwrap_or_else(|| "–".into());
+            let hard_ns = f2(self.ratio(m, |x| x.hard_ns_mean)) + &ci(m.hard_ns_ratio_ci);
+            let hard_nc = f2(self.ratio(m, |x| x.hard_nc_mean)) + &ci(m.hard_nc_ratio_ci);
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {}{} | {} | {}{} | {} | {} | {} | {} | {} | {:.2} |\n",
                 m.method,
@@ -117,16 +119,8 @@ impl Summary {
                 f(m.soft_nc),
                 f2(self.ln_ratio(m, |x| x.soft_nc)),
                 ci(m.ln_soft_nc_ci),
-                format!(
-                    "{}{}",
-                    f2(self.ratio(m, |x| x.hard_ns_mean)),
-                    ci(m.hard_ns_ratio_ci)
-                ),
-                format!(
-                    "{}{}",
-                    f2(self.ratio(m, |x| x.hard_nc_mean)),
-                    ci(m.hard_nc_ratio_ci)
-                ),
+                hard_ns,
+                hard_nc,
                 ante,
                 agreement,
                 m.forward_rows
