@@ -13,7 +13,9 @@
 #               the same methods as `longra` on 10 prompts x 10 generated tokens
 #
 # BIN=path overrides the binary (run long stages from a copy, so that rebuilding does not
-# disturb them); THREADS sets --threads.
+# disturb them); THREADS sets --threads. While a stage runs (or after it was stopped),
+# `reagent summarize DIR` writes the summary of what is there and `reagent report DIR` the page
+# with figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage="${1:?usage: scripts/run-evaluations.sh longra|reference|wikibio|tellmewhy [smollm2|gemma3]}"
