@@ -489,13 +489,25 @@ fn probability_only_methods_run_through_the_seam() -> TestResult {
             assert_eq!(b?.scores, white.scores, "{kind:?}");
         }
     }
-    // Occluding a token id with UNK is occluding its embedding with UNK's.
+    // Occluding a token id with UNK is occluding its embedding with UNK's, EOS kept in both
+    // (the context holds the model's EOS, id 2, at position 3).
     let occ = reagent::method::occlusion::Occlusion::new(Some(0));
-    let by_id = occ.drops(m, &ctx, 7)?;
-    let by_embedding = occ.embedding_drops(m, &ctx, 7)?;
-    for (a, b) in by_id.iter().zip(&by_embedding) {
-        assert!((a - b).abs() < 1e-6, "{by_id:?} vs {by_embedding:?}");
+    let with_eos: Vec<u32> = vec![5, 17, 42, 2, 33, 21];
+    assert_eq!(m.info().eos_token_ids.first(), Some(&2));
+    for c in [&ctx, &with_eos] {
+        let by_id = occ.drops(m, c, 7)?;
+        let by_embedding = occ.embedding_drops(m, c, 7)?;
+        for (a, b) in by_id.iter().zip(&by_embedding) {
+            assert!((a - b).abs() < 1e-6, "{by_id:?} vs {by_embedding:?}");
+        }
     }
+    let black = registry::build(MethodKind::Occlusion, &settings, &model, None)?
+        .attribute_black_box(&f, &with_eos, 7, 0, &NoProgress)
+        .unwrap()?;
+    assert_eq!(
+        black.scores[3], 0.0,
+        "the EOS position is kept, so it has no effect"
+    );
     Ok(())
 }
 

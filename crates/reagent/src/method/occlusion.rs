@@ -22,6 +22,10 @@ use crate::Result;
 pub struct Occlusion {
     pub baseline: Baseline,
     pub unk: Option<u32>,
+    /// The token the UNK baseline leaves in place (the model's EOS, else its padding token), as
+    /// the embedding baseline does; taken from the model when it is at hand, from here on the
+    /// probability-only path.
+    pub kept: Option<u32>,
 }
 
 impl Occlusion {
@@ -34,7 +38,20 @@ impl Occlusion {
                 Baseline::Zero
             },
             unk,
+            kept: None,
         }
+    }
+
+    /// The token the UNK baseline leaves in place on the probability-only path.
+    pub fn keeping(mut self, kept: Option<u32>) -> Self {
+        self.kept = kept;
+        self
+    }
+
+    /// The EOS (else padding) id the UNK baseline keeps, as `gradient::baseline` decides it.
+    fn kept_of(model: &dyn CausalLm) -> Option<u32> {
+        let info = model.info();
+        info.eos_token_ids.first().copied().or(info.pad_token_id)
     }
 
     /// Signed drops `p(y|x) - p(y|x_(i))`.
@@ -51,19 +68,29 @@ impl Occlusion {
     ) -> Result<Vec<f32>> {
         let goal = goal.into();
         if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
-            return Self::id_drops(&LmTarget(model), unk, context, goal);
+            let kept = Self::kept_of(model);
+            return Self::id_drops(&LmTarget(model), unk, kept, context, goal);
         }
         self.embedding_drops(model, context, goal)
     }
 
-    /// Drops with token `i` replaced by `unk`, from next-token probabilities alone.
-    fn id_drops(f: &dyn NextTokenFn, unk: u32, context: &[u32], goal: Goal) -> Result<Vec<f32>> {
+    /// Drops with token `i` replaced by `unk` (a `kept` token stays), from next-token
+    /// probabilities alone.
+    fn id_drops(
+        f: &dyn NextTokenFn,
+        unk: u32,
+        kept: Option<u32>,
+        context: &[u32],
+        goal: Goal,
+    ) -> Result<Vec<f32>> {
         let l = context.len();
         {
             let row = |i: Option<usize>| -> Vec<u32> {
                 let mut c = context.to_vec();
                 if let Some(i) = i {
-                    c[i] = unk;
+                    if Some(c[i]) != kept {
+                        c[i] = unk;
+                    }
                 }
                 c
             };
@@ -139,10 +166,12 @@ impl Attributor for Occlusion {
             (Baseline::Unk, Some(unk)) => unk,
             _ => return None,
         };
-        Some(Self::id_drops(f, unk, context, target.into()).map(|d| {
-            let rows = d.len() + 1;
-            TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
-        }))
+        Some(
+            Self::id_drops(f, unk, self.kept, context, target.into()).map(|d| {
+                let rows = d.len() + 1;
+                TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
+            }),
+        )
     }
 
     fn attribute_contrastive(

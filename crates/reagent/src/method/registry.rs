@@ -86,7 +86,11 @@ pub fn build(
         MethodKind::Attention => Box::new(Attention(AttentionMethod::Mean)),
         MethodKind::LastLayerAttention => Box::new(Attention(AttentionMethod::LastLayer)),
         MethodKind::AttentionRollout => Box::new(Attention(AttentionMethod::Rollout)),
-        MethodKind::Occlusion => Box::new(Occlusion::new(unk)),
+        MethodKind::Occlusion => {
+            let info = model.model.info();
+            let kept = info.eos_token_ids.first().copied().or(info.pad_token_id);
+            Box::new(Occlusion::new(unk).keeping(kept))
+        }
         MethodKind::Random => Box::new(Random { seed }),
     })
 }
