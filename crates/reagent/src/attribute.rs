@@ -159,12 +159,13 @@ impl Plan {
             return Err(Error::input("the contrast text is empty"));
         }
         let tok = &model.tokenizer;
-        let prompt = &self.text[..self
+        // Token offsets count characters: the prompt is the text before the first target's.
+        let chars = self
             .tokens
             .get(self.prompt_tokens)
             .map(|t| t.start)
-            .unwrap_or(self.text.len())];
-        let prompt: String = prompt.to_string();
+            .unwrap_or(usize::MAX);
+        let prompt: String = self.text.chars().take(chars).collect();
         let prompt_ids: Vec<u32> = self.tokens[..self.prompt_tokens]
             .iter()
             .map(|t| t.id)

@@ -173,11 +173,6 @@ impl Summary {
             by_method.entry(r.method.clone()).or_default().push(r);
         }
         let mut methods: Vec<MethodSummary> = Vec::new();
-        let order: Vec<String> = MethodKind::ALL
-            .iter()
-            .map(|k| k.name().to_string())
-            .collect();
-        let _ = &order;
         let mut names: Vec<&String> = by_method.keys().collect();
         names.sort_by_key(|n| label_order(n));
         for name in names {

@@ -67,6 +67,11 @@ pub(crate) fn inputs(model: &dyn CausalLm, context: &[u32]) -> Result<Inputs> {
     })
 }
 
+/// The token the UNK baseline leaves in place: the model's EOS, else its padding token.
+pub fn unk_kept_token(info: &crate::model::ModelInfo) -> Option<u32> {
+    info.eos_token_ids.first().copied().or(info.pad_token_id)
+}
+
 /// The baseline embeddings `[1, L, H]`.
 pub(crate) fn baseline(
     kind: Baseline,
@@ -81,12 +86,7 @@ pub(crate) fn baseline(
             let unk = unk.ok_or_else(|| {
                 Error::input("the tokenizer declares no UNK token, so the UNK baseline is unavailable; use the zero baseline")
             })?;
-            let eos = model
-                .info()
-                .eos_token_ids
-                .first()
-                .copied()
-                .or(model.info().pad_token_id);
+            let eos = unk_kept_token(model.info());
             let ids: Vec<u32> = context
                 .iter()
                 .map(|&id| if Some(id) == eos { id } else { unk })

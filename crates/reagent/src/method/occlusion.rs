@@ -11,7 +11,7 @@ use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::gradient::{baseline, inputs, values, Attributed, Baseline};
+use super::gradient::{baseline, inputs, unk_kept_token, values, Attributed, Baseline};
 use super::{
     score_rows, Attributor, Goal, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores,
 };
@@ -48,12 +48,6 @@ impl Occlusion {
         self
     }
 
-    /// The EOS (else padding) id the UNK baseline keeps, as `gradient::baseline` decides it.
-    fn kept_of(model: &dyn CausalLm) -> Option<u32> {
-        let info = model.info();
-        info.eos_token_ids.first().copied().or(info.pad_token_id)
-    }
-
     /// Signed drops `p(y|x) - p(y|x_(i))`.
     ///
     /// With the UNK baseline, occluding token `i` is replacing its id by UNK's (the same
@@ -68,7 +62,7 @@ impl Occlusion {
     ) -> Result<Vec<f32>> {
         let goal = goal.into();
         if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
-            let kept = Self::kept_of(model);
+            let kept = unk_kept_token(model.info());
             return Self::id_drops(&LmTarget(model), unk, kept, context, goal);
         }
         self.embedding_drops(model, context, goal)
@@ -84,25 +78,23 @@ impl Occlusion {
         goal: Goal,
     ) -> Result<Vec<f32>> {
         let l = context.len();
-        {
-            let row = |i: Option<usize>| -> Vec<u32> {
-                let mut c = context.to_vec();
-                if let Some(i) = i {
-                    if Some(c[i]) != kept {
-                        c[i] = unk;
-                    }
+        let row = |i: Option<usize>| -> Vec<u32> {
+            let mut c = context.to_vec();
+            if let Some(i) = i {
+                if Some(c[i]) != kept {
+                    c[i] = unk;
                 }
-                c
-            };
-            let mut p = Vec::with_capacity(l + 1);
-            let rows = super::rows_for(l);
-            let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
-            for chunk in all.chunks(rows) {
-                let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
-                p.extend(score_rows(f, &ctx, |_, lp| goal.value(lp))?);
             }
-            Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
+            c
+        };
+        let mut p = Vec::with_capacity(l + 1);
+        let rows = super::rows_for(l);
+        let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
+        for chunk in all.chunks(rows) {
+            let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
+            p.extend(score_rows(f, &ctx, |_, lp| goal.value(lp))?);
         }
+        Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
     }
 
     /// Drops with token `i`'s embedding replaced by the baseline's.

@@ -87,8 +87,7 @@ pub fn build(
         MethodKind::LastLayerAttention => Box::new(Attention(AttentionMethod::LastLayer)),
         MethodKind::AttentionRollout => Box::new(Attention(AttentionMethod::Rollout)),
         MethodKind::Occlusion => {
-            let info = model.model.info();
-            let kept = info.eos_token_ids.first().copied().or(info.pad_token_id);
+            let kept = super::gradient::unk_kept_token(model.model.info());
             Box::new(Occlusion::new(unk).keeping(kept))
         }
         MethodKind::Random => Box::new(Random { seed }),
