@@ -70,7 +70,8 @@ pub struct SummarizeArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// The model: a .gguf file, a Hugging Face folder (config.json, model.safetensors,
-    /// tokenizer.json) or a hub id such as HuggingFaceTB/SmolLM2-135M.
+    /// tokenizer.json), a hub id such as HuggingFaceTB/SmolLM2-135M, or a server's address
+    /// (http://HOST:PORT/v1: vLLM or llama.cpp's llama-server; needs --tokenizer).
     #[arg(
         long,
         short = 'm',
@@ -82,6 +83,39 @@ pub struct ModelArgs {
     /// slower on the batched forwards attribution runs, and no gradient methods.
     #[arg(long)]
     pub quantized: bool,
+
+    /// A served model: the tokenizer to attribute in (a tokenizer.json, a .gguf file, a model
+    /// folder or a hub id), checked against the server's vocabulary.
+    #[arg(long, value_name = "SPEC")]
+    pub tokenizer: Option<String>,
+
+    /// A served model: which of the server's models (default: the only one it lists).
+    #[arg(long, value_name = "NAME")]
+    pub served_model: Option<String>,
+
+    /// A served model: the environment variable that holds the API key (sent as a bearer
+    /// token; never printed or stored).
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+
+    /// A served model: requests in flight at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+
+    /// A served model: how many top log-probabilities to ask for per context (K). With
+    /// llama.cpp's server, a target outside the top K enters as the K-th probability, a bound
+    /// whose largest error each result reports.
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    pub top_logprobs: usize,
+
+    /// A served model: seconds one request may take.
+    #[arg(long, default_value_t = 120.0, value_name = "SECONDS")]
+    pub request_timeout: f64,
+
+    /// A served model: retries of a request after a connection error, a 429 or a 5xx (with
+    /// exponential backoff and jitter).
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub retries: usize,
 }
 
 #[derive(Args, Debug)]

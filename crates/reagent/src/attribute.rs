@@ -220,7 +220,15 @@ pub fn attribute(
         let context = &ids[..pos];
         let target = ids[pos];
         progress.target(k, n_targets, &plan.tokens[pos].text);
-        let lp = model.model.next_token_log_probs(&[context.to_vec()])?;
+        let contrast = plan.contrast.as_ref().map(|c| c[k].clone());
+        let focus: Vec<u32> = std::iter::once(target)
+            .chain(contrast.as_ref().map(|c| c.id))
+            .collect();
+        // A served model's counters start afresh for each target.
+        let _ = model.model.take_backend_stats();
+        let lp = model
+            .model
+            .next_token_log_probs_for(&[context.to_vec()], &focus)?;
         let prob = lp
             .squeeze(0)?
             .get(target as usize)?
@@ -229,7 +237,6 @@ pub fn attribute(
         // Each (context, target) has its own random stream: prompts of equal length must not
         // share their replacement masks.
         let stream = crate::util::ids_key(context, k as u64) as usize;
-        let contrast = plan.contrast.as_ref().map(|c| c[k].clone());
         let (scores, contrast) = match contrast {
             None => (
                 method.attribute(model.model.as_ref(), context, target, stream, progress)?,
@@ -272,6 +279,7 @@ pub fn attribute(
             prob,
             contrast,
             scores,
+            backend: model.model.take_backend_stats(),
             wall_s: t0.elapsed().as_secs_f64(),
         });
     }

@@ -40,6 +40,10 @@ pub enum Error {
     /// The caller's input is unusable: empty text, too long, bad hyperparameter, ...
     #[error("{}", first_line(.0))]
     InvalidInput(String),
+    /// A served model's server failed or sent an unusable reply (the message names the
+    /// server, never the API key).
+    #[error("{}", first_line(.0))]
+    Remote(String),
     /// The model cannot do what the method needs (e.g. gradients through quantized weights).
     #[error("{}", first_line(.0))]
     Unsupported(String),

@@ -37,6 +37,7 @@ pub mod eval;
 pub mod format;
 pub mod method;
 pub mod model;
+pub mod remote;
 pub mod result;
 pub mod score;
 pub mod tokenizer;

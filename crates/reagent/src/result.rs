@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::method::TargetScores;
+use crate::model::BackendStats;
 
 /// One token of the attributed text.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -39,6 +40,11 @@ pub struct TargetAttribution {
     /// `scores.len() == position`, plus method diagnostics.
     #[serde(flatten)]
     pub scores: TargetScores,
+    /// A served model: what scoring this target cost (requests, cache hits) and how exact it
+    /// was (rows whose target fell outside the server's top K, and the largest error such a
+    /// probability can have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendStats>,
     /// Wall time for this target, in seconds.
     pub wall_s: f64,
 }

@@ -16,6 +16,17 @@ pub trait NextTokenFn: Sync {
     /// `[batch][vocab]` log-probabilities of the token after each context. Callers keep a batch
     /// within [`NextTokenFn::max_rows`] (see [`score_rows`]).
     fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>>;
+    /// [`NextTokenFn::log_probs`] where the caller reads the ids in `focus` (target, contrast):
+    /// a served model may return the other ids only as bounds.
+    fn log_probs_for(&self, contexts: &[Vec<u32>], focus: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let _ = focus;
+        self.log_probs(contexts)
+    }
+    /// The largest error of `exp(row[id])` (0 where every probability is exact).
+    fn prob_error(&self, row: &[f32], id: u32) -> f32 {
+        let _ = (row, id);
+        0.0
+    }
     /// How many contexts of `len` tokens one call should carry at most.
     fn max_rows(&self, len: usize) -> usize {
         rows_for(len)
@@ -53,13 +64,24 @@ pub fn rows_for(len: usize) -> usize {
 pub fn score_rows<T>(
     f: &dyn NextTokenFn,
     contexts: &[Vec<u32>],
+    reduce: impl FnMut(usize, &[f32]) -> T,
+) -> Result<Vec<T>> {
+    score_rows_for(f, contexts, &[], reduce)
+}
+
+/// [`score_rows`] for a caller that reads the ids in `focus` of each row (see
+/// [`NextTokenFn::log_probs_for`]).
+pub fn score_rows_for<T>(
+    f: &dyn NextTokenFn,
+    contexts: &[Vec<u32>],
+    focus: &[u32],
     mut reduce: impl FnMut(usize, &[f32]) -> T,
 ) -> Result<Vec<T>> {
     let len = contexts.iter().map(Vec::len).max().unwrap_or(1);
     let rows = f.max_rows(len).max(1);
     let mut out = Vec::with_capacity(contexts.len());
     for (c, chunk) in contexts.chunks(rows).enumerate() {
-        let lps = f.log_probs(chunk)?;
+        let lps = f.log_probs_for(chunk, focus)?;
         if lps.len() != chunk.len() {
             return Err(Error::input(format!(
                 "the model scored {} of {} contexts",
@@ -83,11 +105,23 @@ impl NextTokenFn for LmTarget<'_> {
     }
 
     fn log_probs(&self, contexts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.log_probs_for(contexts, &[])
+    }
+
+    fn log_probs_for(&self, contexts: &[Vec<u32>], focus: &[u32]) -> Result<Vec<Vec<f32>>> {
         let len = contexts.iter().map(Vec::len).max().unwrap_or(1);
         let mut out = Vec::with_capacity(contexts.len());
         for chunk in contexts.chunks(rows_for(len)) {
-            out.extend(self.0.next_token_log_probs(chunk)?.to_vec2::<f32>()?);
+            out.extend(
+                self.0
+                    .next_token_log_probs_for(chunk, focus)?
+                    .to_vec2::<f32>()?,
+            );
         }
         Ok(out)
+    }
+
+    fn prob_error(&self, row: &[f32], id: u32) -> f32 {
+        self.0.prob_error(row, id)
     }
 }

@@ -9,6 +9,7 @@
 //! | 2 | `format` | file formats read by both tokenizer and models (GGUF) |
 //! | 3 | `tokenizer` | tokenizers from `tokenizer.json` or GGUF metadata |
 //! | 4 | `model` | architectures, kernels, weight loading |
+//! | 5 | `remote` | a model served over HTTP, as a probability-only `CausalLm` |
 //! | 5 | `score` | the probability-only seam: next-token log-probabilities of token-id contexts |
 //! | 6 | `method` | attribution methods (ReAGent, baselines, registry) |
 //! | 7 | `result` | attribution results |
@@ -29,6 +30,7 @@ const ORDER: &[&str] = &[
     "format",
     "tokenizer",
     "model",
+    "remote",
     "score",
     "method",
     "result",

@@ -221,6 +221,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
 
     let kind = reagent::MethodKind::from_name(a.method.trim())?;
     let model = super::load_model(&a.model)?;
+    let model_args_k = a.model.top_logprobs;
     let method = super::build_method(kind, &a.reagent, &a.baselines, &model)?;
 
     let color =
@@ -262,6 +263,8 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         None => None,
     };
     let (mut n_targets, mut total_s) = (0usize, 0f64);
+    let mut served = reagent::model::BackendStats::default();
+    let mut any_served = false;
     for (i, job) in jobs.into_iter().enumerate() {
         let bar = Arc::new(Bar {
             pb: pb.clone(),
@@ -285,6 +288,16 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         let mut result = attribute(&model, method.as_ref(), plan, bar.as_ref())?;
         n_targets += result.targets.len();
         total_s += result.wall_s;
+        for t in &result.targets {
+            if let Some(b) = t.backend {
+                served.requests += b.requests;
+                served.cache_hits += b.cache_hits;
+                served.rows += b.rows;
+                served.bounded_rows += b.bounded_rows;
+                served.max_prob_error = served.max_prob_error.max(b.max_prob_error);
+                any_served = true;
+            }
+        }
         if let Some(w) = a.words {
             result.aggregate_words(match w {
                 WordsArg::Sum => WordAggregation::Sum,
@@ -317,6 +330,17 @@ pub fn run(a: AttributeArgs) -> Result<()> {
             total_s,
             total_s / n_targets.max(1) as f64
         );
+        if any_served {
+            eprintln!(
+                "served: {} requests for {} contexts ({} from the cache); {} with the target outside the top {} (its probability entered as a bound, off by at most {:.2e})",
+                served.requests,
+                served.rows,
+                served.cache_hits,
+                served.bounded_rows,
+                model_args_k,
+                served.max_prob_error
+            );
+        }
     }
     if let Some(mut w) = json_out {
         w.flush()?;

@@ -132,6 +132,13 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     let dataset = Dataset::read(&a.dataset)
         .with_context(|| format!("cannot read dataset {}", a.dataset.display()))?;
     super::attribute::reagent_config(&a.reagent)?;
+    if reagent::remote::is_url(&a.model.model) {
+        anyhow::bail!(
+            "evaluate needs the model's weights: the paper's metrics zero input embeddings and compare full \
+             next-token distributions, and a served model gives neither; attribute against the server, \
+             evaluate a local copy of the weights"
+        );
+    }
     let model = super::load_model(&a.model)?;
     let methods = build_methods(&a, &model)?;
     let cfg = EvalConfig {

@@ -50,12 +50,16 @@ pub fn run(a: InspectArgs) -> Result<()> {
     println!("source         {source}");
     println!("architecture   {}", info.architecture);
     println!("weights        {}", info.weights);
-    println!("layers         {}", info.n_layers);
-    println!("hidden size    {}", info.hidden_size);
-    println!(
-        "heads          {} query / {} key-value",
-        info.n_heads, info.n_kv_heads
-    );
+    if info.capabilities.weights {
+        println!("layers         {}", info.n_layers);
+        println!("hidden size    {}", info.hidden_size);
+        println!(
+            "heads          {} query / {} key-value",
+            info.n_heads, info.n_kv_heads
+        );
+    } else {
+        println!("layers         (served: not known here)");
+    }
     println!(
         "vocabulary     {} (tokenizer: {})",
         info.vocab_size,

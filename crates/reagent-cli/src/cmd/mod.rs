@@ -13,8 +13,20 @@ use reagent::{Attributor, LoadOptions, LoadedModel, MethodKind};
 
 use crate::args::{BaselineArgs, ModelArgs, ReagentArgs};
 
-/// Load the causal LM named by `--model`.
+/// Load the causal LM named by `--model`: local weights, or a server.
 pub fn load_model(a: &ModelArgs) -> Result<LoadedModel> {
+    if reagent::remote::is_url(&a.model) {
+        return load_served(a);
+    }
+    for (set, flag) in [
+        (a.tokenizer.is_some(), "--tokenizer"),
+        (a.served_model.is_some(), "--served-model"),
+        (a.api_key_env.is_some(), "--api-key-env"),
+    ] {
+        if set {
+            anyhow::bail!("{flag} applies to a served model (--model http://HOST:PORT/v1)");
+        }
+    }
     let opts = LoadOptions {
         quantized: a.quantized,
         ..LoadOptions::default()
@@ -26,6 +38,47 @@ pub fn load_model(a: &ModelArgs) -> Result<LoadedModel> {
     };
     reagent::load_causal(&a.model, &opts)
         .with_context(|| format!("cannot load model `{}`{hint}", a.model))
+}
+
+/// Connect to the server `--model` names.
+fn load_served(a: &ModelArgs) -> Result<LoadedModel> {
+    let Some(tokenizer) = &a.tokenizer else {
+        anyhow::bail!(
+            "a served model needs --tokenizer SPEC (a tokenizer.json, .gguf file, model folder or hub id of the served model)"
+        );
+    };
+    if a.quantized {
+        anyhow::bail!("--quantized applies to local GGUF weights, not to a served model");
+    }
+    if !(1..=256).contains(&a.concurrency) {
+        anyhow::bail!(
+            "--concurrency must be between 1 and 256, got {}",
+            a.concurrency
+        );
+    }
+    if !(1..=10_000).contains(&a.top_logprobs) {
+        anyhow::bail!(
+            "--top-logprobs must be between 1 and 10000, got {}",
+            a.top_logprobs
+        );
+    }
+    if !(a.request_timeout > 0.0 && a.request_timeout.is_finite()) {
+        anyhow::bail!("--request-timeout must be a positive number of seconds");
+    }
+    let api_key = match &a.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            anyhow::anyhow!("--api-key-env names {var}, but the environment has no such variable")
+        })?),
+        None => None,
+    };
+    let mut opts = reagent::remote::RemoteOptions::new(&a.model, tokenizer);
+    opts.served_model = a.served_model.clone();
+    opts.api_key = api_key;
+    opts.concurrency = a.concurrency;
+    opts.top_k = a.top_logprobs;
+    opts.http.timeout_s = a.request_timeout;
+    opts.http.retries = a.retries;
+    Ok(reagent::remote::load_remote(&opts)?)
 }
 
 /// A token's text for display: quoted, with control characters escaped.

@@ -244,6 +244,7 @@ mod tests {
                     prob: 0.5,
                     contrast: None,
                     scores: TargetScores::plain(scores),
+                    backend: None,
                     wall_s: 0.0,
                 }
             })

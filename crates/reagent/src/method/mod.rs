@@ -131,6 +131,19 @@ impl Goal {
     }
 }
 
+impl Goal {
+    /// The ids a caller reads from each row: the target, and the contrast token if any.
+    pub fn ids(&self) -> Vec<u32> {
+        std::iter::once(self.target).chain(self.contrast).collect()
+    }
+
+    /// The largest error of [`Goal::value`] on a row from `f` (0 for a local model).
+    pub fn error(&self, f: &dyn NextTokenFn, log_probs: &[f32]) -> f32 {
+        f.prob_error(log_probs, self.target)
+            + self.contrast.map_or(0.0, |c| f.prob_error(log_probs, c))
+    }
+}
+
 /// What a method needs from the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Requirements {
@@ -141,6 +154,18 @@ pub struct Requirements {
 /// Fail with one line when the model cannot serve the method.
 pub fn check_requirements(kind: MethodKind, req: Requirements, model: &dyn CausalLm) -> Result<()> {
     let caps = model.capabilities();
+    if (req.gradients || req.attentions) && !caps.weights {
+        return Err(Error::Unsupported(format!(
+            "{} needs the model's {}, but a served model gives only next-token probabilities; \
+             use reagent, occlusion or random, or load the model's weights locally",
+            kind.name(),
+            if req.gradients {
+                "gradients"
+            } else {
+                "attention probabilities"
+            }
+        )));
+    }
     if req.gradients && !caps.gradients {
         return Err(Error::Unsupported(format!(
             "{} needs gradients, but this model runs quantized weights, which have no backward pass; \
@@ -176,6 +201,10 @@ pub struct TargetScores {
     /// difference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spread: Option<Vec<f32>>,
+    /// The largest error of each score when the model is served in top-K mode and some
+    /// target probabilities entered as bounds (occlusion); absent when every score is exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_bound: Option<Vec<f32>>,
     /// Contexts the model scored for this target (forward rows; gradient methods count one
     /// forward and backward per row).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,6 +231,7 @@ impl TargetScores {
             converged_probes: None,
             probes: None,
             spread: None,
+            error_bound: None,
             forward_rows: None,
             replacing_ratio: None,
             convergence_delta: None,
@@ -221,7 +251,7 @@ pub struct NoProgress;
 impl Progress for NoProgress {}
 
 pub use crate::score::{
-    batch_tokens, rows_for, score_rows, set_batch_tokens, LmTarget, NextTokenFn,
+    batch_tokens, rows_for, score_rows, score_rows_for, set_batch_tokens, LmTarget, NextTokenFn,
     DEFAULT_BATCH_TOKENS, MAX_BATCH_ROWS,
 };
 

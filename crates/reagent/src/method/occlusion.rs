@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::gradient::{baseline, inputs, unk_kept_token, values, Attributed, Baseline};
 use super::{
-    score_rows, Attributor, Goal, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores,
+    score_rows_for, Attributor, Goal, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores,
 };
 use crate::model::CausalLm;
 use crate::Result;
@@ -60,12 +60,32 @@ impl Occlusion {
         context: &[u32],
         goal: impl Into<Goal>,
     ) -> Result<Vec<f32>> {
+        Ok(self.drops_bounded(model, context, goal)?.0)
+    }
+
+    /// [`Occlusion::drops`] with the largest error of each drop (all 0 unless the model is
+    /// served in top-K mode; see [`CausalLm::prob_error`]).
+    fn drops_bounded(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: impl Into<Goal>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let goal = goal.into();
         if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
             let kept = unk_kept_token(model.info());
             return Self::id_drops(&LmTarget(model), unk, kept, context, goal);
         }
-        self.embedding_drops(model, context, goal)
+        if !model.capabilities().weights {
+            return Err(crate::Error::Unsupported(
+                "occlusion with the zero baseline replaces embeddings, which a served model does not take; \
+                 use the UNK baseline (baseline: unk)"
+                    .into(),
+            ));
+        }
+        let d = self.embedding_drops(model, context, goal)?;
+        let zeros = vec![0.0; d.len()];
+        Ok((d, zeros))
     }
 
     /// Drops with token `i` replaced by `unk` (a `kept` token stays), from next-token
@@ -76,7 +96,7 @@ impl Occlusion {
         kept: Option<u32>,
         context: &[u32],
         goal: Goal,
-    ) -> Result<Vec<f32>> {
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let l = context.len();
         let row = |i: Option<usize>| -> Vec<u32> {
             let mut c = context.to_vec();
@@ -92,9 +112,12 @@ impl Occlusion {
         let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
         for chunk in all.chunks(rows) {
             let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
-            p.extend(score_rows(f, &ctx, |_, lp| goal.value(lp))?);
+            p.extend(score_rows_for(f, &ctx, &goal.ids(), |_, lp| {
+                (goal.value(lp), goal.error(f, lp))
+            })?);
         }
-        Ok(p[1..].iter().map(|pi| p[0] - pi).collect())
+        let (p0, e0) = p[0];
+        Ok(p[1..].iter().map(|&(pi, ei)| (p0 - pi, e0 + ei)).unzip())
     }
 
     /// Drops with token `i`'s embedding replaced by the baseline's.
@@ -158,12 +181,7 @@ impl Attributor for Occlusion {
             (Baseline::Unk, Some(unk)) => unk,
             _ => return None,
         };
-        Some(
-            Self::id_drops(f, unk, self.kept, context, target.into()).map(|d| {
-                let rows = d.len() + 1;
-                TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
-            }),
-        )
+        Some(Self::id_drops(f, unk, self.kept, context, target.into()).map(scores))
     }
 
     fn attribute_contrastive(
@@ -174,10 +192,7 @@ impl Attributor for Occlusion {
         _index: usize,
         _progress: &dyn Progress,
     ) -> Option<Result<TargetScores>> {
-        Some(self.drops(model, context, goal).map(|d| {
-            let rows = d.len() + 1;
-            TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows)
-        }))
+        Some(self.drops_bounded(model, context, goal).map(scores))
     }
 
     fn attribute(
@@ -188,10 +203,19 @@ impl Attributor for Occlusion {
         _index: usize,
         _progress: &dyn Progress,
     ) -> Result<TargetScores> {
-        let d = self.drops(model, context, target)?;
-        let rows = d.len() + 1;
-        Ok(TargetScores::plain(d.into_iter().map(f32::abs).collect()).with_rows(rows))
+        self.drops_bounded(model, context, target).map(scores)
     }
+}
+
+/// Occlusion's scores `|drop|` from the drops and their largest errors (kept only when some
+/// error is not 0: `| |a| - |b| | <= |a - b|`, so a drop's bound is its score's).
+fn scores((drops, errors): (Vec<f32>, Vec<f32>)) -> TargetScores {
+    let rows = drops.len() + 1;
+    let mut s = TargetScores::plain(drops.into_iter().map(f32::abs).collect()).with_rows(rows);
+    if errors.iter().any(|e| *e > 0.0) {
+        s.error_bound = Some(errors);
+    }
+    s
 }
 
 /// The random baseline: `softmax(U[0, 1))` per token.

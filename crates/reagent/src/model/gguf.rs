@@ -121,7 +121,7 @@ impl WeightSource for GgufSource {
 }
 
 /// The special token ids GGUF metadata declares.
-fn special_ids(f: &GgufFile) -> (Option<u32>, Vec<u32>, Option<u32>) {
+pub(crate) fn special_ids(f: &GgufFile) -> (Option<u32>, Vec<u32>, Option<u32>) {
     let id = |k: &str| f.usize_opt(k).map(|x| x as u32);
     (
         id("tokenizer.ggml.bos_token_id"),

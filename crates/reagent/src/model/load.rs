@@ -26,6 +26,8 @@ pub enum ModelSource {
     Gguf(PathBuf),
     /// A Hugging Face hub id, `owner/name`.
     HubId(String),
+    /// A model served over HTTP, by its address (without credentials).
+    Served(String),
 }
 
 impl ModelSource {
@@ -34,6 +36,9 @@ impl ModelSource {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(Error::input("the model spec is empty"));
+        }
+        if spec.starts_with("http://") || spec.starts_with("https://") {
+            return Ok(ModelSource::Served(spec.to_string()));
         }
         let p = Path::new(spec);
         if p.is_dir() {
@@ -81,7 +86,7 @@ impl ModelSource {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| p.display().to_string()),
-            ModelSource::HubId(id) => id.clone(),
+            ModelSource::HubId(id) | ModelSource::Served(id) => id.clone(),
         }
     }
 }
@@ -92,6 +97,7 @@ impl std::fmt::Display for ModelSource {
             ModelSource::HfDir(p) => write!(f, "Hugging Face folder {}", p.display()),
             ModelSource::Gguf(p) => write!(f, "GGUF file {}", p.display()),
             ModelSource::HubId(id) => write!(f, "hub id {id}"),
+            ModelSource::Served(url) => write!(f, "served model at {url}"),
         }
     }
 }
@@ -435,6 +441,11 @@ pub fn load_causal(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
             let m = causal_from_hf(&files, opts)?;
             (m, Tokenizer::from_file(&files.tokenizer)?)
         }
+        ModelSource::Served(url) => {
+            return Err(Error::input(format!(
+                "{url} is a server: load it with reagent::remote::load_remote, which needs a tokenizer too"
+            )))
+        }
     };
     check_vocab(model.vocab_size(), &tokenizer, &source.id())?;
     Ok(LoadedModel {
@@ -445,12 +456,84 @@ pub fn load_causal(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     })
 }
 
+/// A tokenizer with the special ids the model declares: what a served model is attributed in.
+pub struct TokenizerSpec {
+    pub tokenizer: Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Vec<u32>,
+    /// Provenance: the file or folder name, or the hub id.
+    pub id: String,
+}
+
+/// Load a tokenizer from a spec: a `tokenizer.json`, a `.gguf` file, a model folder or a hub id
+/// (BOS and EOS from the GGUF metadata or the `config.json` beside the tokenizer).
+pub fn load_tokenizer(spec: &str) -> Result<TokenizerSpec> {
+    let p = Path::new(spec.trim());
+    if p.is_file() && p.extension().is_some_and(|e| e == "json") {
+        let tokenizer = Tokenizer::from_file(p)?;
+        let (bos, eos) = specials_from_config(&p.with_file_name("config.json"));
+        return Ok(TokenizerSpec {
+            tokenizer,
+            bos,
+            eos,
+            id: p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+    }
+    let source = ModelSource::parse(spec)?;
+    let id = source.id();
+    let files = match &source {
+        ModelSource::Gguf(path) => {
+            let file = GgufFile::open(path)?;
+            let (bos, eos, _) = gguf::special_ids(&file);
+            return Ok(TokenizerSpec {
+                tokenizer: Tokenizer::from_gguf(&file)?,
+                bos,
+                eos,
+                id,
+            });
+        }
+        ModelSource::HfDir(dir) => HfFiles::in_dir(dir)?,
+        ModelSource::HubId(hub) => hub_files(hub)?,
+        ModelSource::Served(url) => {
+            return Err(Error::input(format!(
+                "the tokenizer must be local (a tokenizer.json, .gguf file, folder or hub id), not {url}"
+            )))
+        }
+    };
+    let (bos, eos) = specials_from_config(&files.config);
+    Ok(TokenizerSpec {
+        tokenizer: Tokenizer::from_file(&files.tokenizer)?,
+        bos,
+        eos,
+        id,
+    })
+}
+
+fn specials_from_config(path: &Path) -> (Option<u32>, Vec<u32>) {
+    let Ok(cfg) = read_config(path) else {
+        return (None, Vec::new());
+    };
+    let bos = cfg["bos_token_id"].as_u64().map(|x| x as u32);
+    (
+        bos,
+        super::weights::eos_ids(&Some(cfg["eos_token_id"].clone())),
+    )
+}
+
 /// Load a masked LM (BERT, RoBERTa) and its tokenizer from a spec.
 pub fn load_masked(spec: &str, opts: &LoadOptions) -> Result<LoadedMaskedModel> {
     let source = ModelSource::parse(spec)?;
     let files = match &source {
         ModelSource::HfDir(dir) => HfFiles::in_dir(dir)?,
         ModelSource::HubId(id) => hub_files(id)?,
+        ModelSource::Served(url) => {
+            return Err(Error::input(format!(
+                "the MLM sampler's model must be local, not the server {url}"
+            )))
+        }
         ModelSource::Gguf(p) => {
             return Err(Error::input(format!(
                 "{}: a GGUF file holds a causal LM; the MLM sampler needs a masked LM such as distilroberta-base",

@@ -25,7 +25,8 @@ use serde::Serialize;
 use crate::{Error, Result};
 
 pub use load::{
-    load_causal, load_masked, LoadOptions, LoadedMaskedModel, LoadedModel, ModelSource,
+    load_causal, load_masked, load_tokenizer, LoadOptions, LoadedMaskedModel, LoadedModel,
+    ModelSource, TokenizerSpec,
 };
 
 /// What a loaded model can do beyond forward passes.
@@ -35,6 +36,10 @@ pub struct Capabilities {
     pub gradients: bool,
     /// Per-layer attention probabilities.
     pub attentions: bool,
+    /// Weights this process holds: input embeddings (the soft metrics, gradient methods) and a
+    /// forward from them. False for a model served elsewhere, which gives only next-token
+    /// probabilities.
+    pub weights: bool,
 }
 
 impl ModelInfo {
@@ -64,6 +69,7 @@ impl ModelInfo {
             capabilities: Capabilities {
                 gradients: true,
                 attentions: true,
+                weights: true,
             },
         }
     }
@@ -195,6 +201,44 @@ pub trait CausalLm: Send + Sync {
     fn next_token_log_probs(&self, seqs: &[Vec<u32>]) -> Result<Tensor> {
         Ok(self.forward(seqs, Outputs::default())?.last_log_probs)
     }
+
+    /// [`CausalLm::next_token_log_probs`] where the caller will read the ids in `focus` (the
+    /// target, a contrast token): a model served elsewhere may give every other id only as a
+    /// bound (see [`CausalLm::prob_error`]). A local model computes every id exactly.
+    fn next_token_log_probs_for(&self, seqs: &[Vec<u32>], focus: &[u32]) -> Result<Tensor> {
+        let _ = focus;
+        self.next_token_log_probs(seqs)
+    }
+
+    /// The largest error of `exp(row[id])` for a row this model returned: 0 for a local model;
+    /// for a served model in top-K mode, the K-th probability when `id` fell outside the top K.
+    fn prob_error(&self, row: &[f32], id: u32) -> f32 {
+        let _ = (row, id);
+        0.0
+    }
+
+    /// Counters of a served model's scoring since the last call (requests, cache hits, rows
+    /// whose target fell outside the top K), reset by the call; `None` for a local model.
+    fn take_backend_stats(&self) -> Option<BackendStats> {
+        None
+    }
+}
+
+/// What scoring against a served model cost and how exact it was, over some span of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct BackendStats {
+    /// HTTP requests that returned a scored row (retries not counted).
+    pub requests: usize,
+    /// Rows served from the cache of scored contexts.
+    pub cache_hits: usize,
+    /// Rows the caller asked for.
+    pub rows: usize,
+    /// Rows whose focus token (the target) fell outside the server's top K, so that its
+    /// probability entered as the bound.
+    pub bounded_rows: usize,
+    /// The largest error any such probability can have (the largest K-th probability used as
+    /// a bound); 0 when every probability was exact.
+    pub max_prob_error: f32,
 }
 
 /// Fails with a clear message when a sequence is longer than the model accepts.

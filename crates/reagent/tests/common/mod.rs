@@ -125,3 +125,114 @@ pub fn max_abs_diff_vec(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// llama.cpp's `llama-server`: `$REAGENT_LLAMA_SERVER`, as `scripts/test.sh` sets it from
+/// `scripts/build-llama-server.sh`, or the cached build. `None` (visibly) when missing and not
+/// required; a failure under CI or `REAGENT_REQUIRE_MODELS`.
+pub fn llama_server_binary() -> Option<PathBuf> {
+    let p = match std::env::var_os("REAGENT_LLAMA_SERVER") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            let cache = std::env::var_os("REAGENT_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("reagent"))
+                })
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/reagent"))
+                })
+                .unwrap_or_default();
+            cache.join("llama-server-0.3.36-avx2/llama-server")
+        }
+    };
+    if p.is_file() {
+        return Some(p);
+    }
+    if models_required() {
+        panic!(
+            "{} is missing, and the real server is required here; run scripts/build-llama-server.sh",
+            p.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: {} is missing; run scripts/build-llama-server.sh to run this test",
+        p.display()
+    );
+    None
+}
+
+/// A free loopback port (bound and released: another process could take it in between, which
+/// the server's start-up then reports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `llama-server` on a GGUF file, stopped when dropped.
+pub struct LlamaServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl LlamaServer {
+    /// Start the server on `model` with `slots` parallel slots and wait until it answers.
+    pub fn start(binary: &Path, model: &Path, slots: usize) -> LlamaServer {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("llama-server-{port}.log"));
+        let out = std::fs::File::create(&log).expect("server log");
+        let child = std::process::Command::new(binary)
+            .args(["-m"])
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["-np", &slots.to_string(), "-c", &(2048 * slots).to_string()])
+            .args(["-t", "2", "--no-webui", "--log-disable"])
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        let mut server = LlamaServer { child, port };
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "llama-server exited at start ({status}); its log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if ureq::get(&format!("{}/health", server.root()))
+                .timeout(std::time::Duration::from_secs(2))
+                .call()
+                .is_ok()
+            {
+                return server;
+            }
+            assert!(
+                t0.elapsed().as_secs() < 120,
+                "llama-server did not answer /health within 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    pub fn root(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The OpenAI-compatible address users give: `http://127.0.0.1:PORT/v1`.
+    pub fn url(&self) -> String {
+        format!("{}/v1", self.root())
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -50,7 +50,7 @@ pub use sampler::{
 pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
-use super::{score_rows, Attributor, Goal, MethodKind, NextTokenFn, Progress, TargetScores};
+use super::{score_rows_for, Attributor, Goal, MethodKind, NextTokenFn, Progress, TargetScores};
 use crate::model::{CausalLm, LoadedMaskedModel, LoadedModel};
 use crate::{Error, Result};
 
@@ -542,7 +542,7 @@ impl Reagent {
                 })
                 .collect();
             let xs = self.sample(context, &masks, &ids, 0, Phase::Pilot, &mut rngs)?;
-            let mut ps = score_rows(f, &xs, |_, row| goal.value(row))?;
+            let mut ps = score_rows_for(f, &xs, &goal.ids(), |_, row| goal.value(row))?;
             rows_used += ps.len();
             ps.sort_by(f32::total_cmp);
             let median = 0.5 * (ps[PILOTS / 2 - 1] + ps[PILOTS / 2]);
@@ -601,7 +601,7 @@ impl Reagent {
             )));
         }
         let cfg = &self.cfg;
-        let row0 = f.log_probs(&[context.to_vec()])?.remove(0);
+        let row0 = f.log_probs_for(&[context.to_vec()], &goal.ids())?.remove(0);
         let mut rows_used = 1;
         let p0 = goal.value(&row0);
         let probs0: Vec<f32> = match cfg.objective {
@@ -644,7 +644,9 @@ impl Reagent {
         // step t+1's update.
         let updates = self.draw_updates(replacer, context, &active, 1, &mut rngs)?;
         let xs: Vec<Vec<u32>> = updates.iter().map(|(_, x)| x.clone()).collect();
-        let ds = score_rows(f, &xs, |_, row| self.delta(p0, &probs0, row, goal))?;
+        let ds = score_rows_for(f, &xs, &goal.ids(), |_, row| {
+            self.delta(p0, &probs0, row, goal)
+        })?;
         rows_used += ds.len();
         for (k, &p) in active.iter().enumerate() {
             let d = ds[k];
@@ -684,7 +686,7 @@ impl Reagent {
             batch.extend(next.iter().map(|(_, x)| x.clone()));
             // Each row reduced as its batch returns: a stopping test to whether it holds, an
             // update to its change d.
-            let rows = score_rows(f, &batch, |i, row| {
+            let rows = score_rows_for(f, &batch, &goal.ids(), |i, row| {
                 if i < n_tests {
                     (self.stopping.holds(row, target), 0.0)
                 } else {
