@@ -100,6 +100,8 @@ pub struct RemoteLm {
     dialect: Dialect,
     mode: ScoringMode,
     k: usize,
+    /// The token llama.cpp is made to sample (see [`protocol::llama_cpp_request`]).
+    anchor: u32,
     concurrency: usize,
     info: ModelInfo,
     device: Device,
@@ -136,7 +138,7 @@ impl RemoteLm {
             ScoringMode::TopK => {
                 let v = self
                     .client
-                    .post("/completion", &protocol::llama_cpp_request(context, self.k))?;
+                    .post("/completion", &protocol::llama_cpp_request(context, self.k, self.anchor))?;
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 protocol::llama_cpp_reply(&v, self.k, self.info.vocab_size)
             }
@@ -538,6 +540,7 @@ pub fn load_remote(opts: &RemoteOptions) -> Result<LoadedModel> {
         dialect,
         mode,
         k: opts.top_k,
+        anchor: first_id(&tok.tokenizer),
         concurrency: opts.concurrency,
         info,
         device: Device::Cpu,

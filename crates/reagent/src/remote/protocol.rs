@@ -77,8 +77,8 @@ fn bad(msg: String) -> Error {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 80 {
-        format!("{}...", s.chars().take(80).collect::<String>())
+    if s.chars().count() > 160 {
+        format!("{}...", s.chars().take(160).collect::<String>())
     } else {
         s
     }
@@ -97,13 +97,19 @@ fn check_distinct(top: &[(u32, f32)]) -> Result<()> {
 
 /// llama.cpp: the request for the top `k` next tokens after `context`. `cache_prompt` is off:
 /// a reused prefix changes the numerics with the order of requests, and results must not.
-pub fn llama_cpp_request(context: &[u32], k: usize) -> Value {
+///
+/// The server reports probabilities only for a token it *sends*: when the greedy token is an
+/// end-of-generation token or an incomplete UTF-8 byte, the reply has none. So the sampled
+/// token is pinned to `anchor` (an ordinary token) by a logit bias, which acts on the sampler
+/// only: `n_probs` comes from the raw logits (`get_token_probabilities`), unchanged.
+pub fn llama_cpp_request(context: &[u32], k: usize, anchor: u32) -> Value {
     json!({
         "prompt": context,
         "n_predict": 1,
         "n_probs": k,
         "post_sampling_probs": false,
         "temperature": 0.0,
+        "logit_bias": [[anchor, 1000.0]],
         "cache_prompt": false,
         "stream": false,
     })
@@ -116,7 +122,10 @@ pub fn llama_cpp_reply(v: &Value, k: usize, vocab: usize) -> Result<Sparse> {
         .and_then(Value::as_array)
         .and_then(|a| a.first())
         .ok_or_else(|| {
-            bad("no completion_probabilities (does the server support n_probs?)".into())
+            bad(format!(
+                "no completion_probabilities (does the server support n_probs?): {}",
+                short(v)
+            ))
         })?;
     let list = first
         .get("top_logprobs")
