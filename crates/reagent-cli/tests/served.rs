@@ -85,99 +85,60 @@ fn attribute_and_predict_against_a_served_model() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && out.contains("\" Paris\""), "{out}");
 
-    // What a served model cannot do, and missing pieces: one line each.
-    for (args, needle) in [
+    // What a served model cannot do, and missing pieces: one line each. Each case is the
+    // served `attribute` call with its own extra arguments.
+    let served = [
+        "attribute",
+        "-m",
+        &url,
+        "--tokenizer",
+        tok,
+        "-p",
+        "a b",
+        "-t",
+        " c",
+    ];
+    let only_probs = "a served model gives only next-token probabilities";
+    for (extra, needle) in [
+        (vec!["--method", "integrated_gradients"], only_probs),
+        (vec!["--method", "attention"], only_probs),
         (
-            vec![
-                "attribute",
-                "-m",
-                &url,
-                "--tokenizer",
-                tok,
-                "-p",
-                "a b",
-                "-t",
-                " c",
-                "--method",
-                "integrated_gradients",
-            ],
-            "a served model gives only next-token probabilities",
-        ),
-        (
-            vec![
-                "attribute",
-                "-m",
-                &url,
-                "--tokenizer",
-                tok,
-                "-p",
-                "a b",
-                "-t",
-                " c",
-                "--method",
-                "attention",
-            ],
-            "a served model gives only next-token probabilities",
-        ),
-        (
-            vec!["attribute", "-m", &url, "-p", "a b", "-t", " c"],
-            "needs --tokenizer",
-        ),
-        (
-            vec![
-                "attribute",
-                "-m",
-                &url,
-                "--tokenizer",
-                tok,
-                "--api-key-env",
-                "REAGENT_NO_SUCH_VAR",
-                "-p",
-                "a b",
-                "-t",
-                " c",
-            ],
+            vec!["--api-key-env", "REAGENT_NO_SUCH_VAR"],
             "REAGENT_NO_SUCH_VAR",
         ),
-        (
-            vec![
-                "attribute",
-                "-m",
-                &url,
-                "--tokenizer",
-                tok,
-                "--served-model",
-                "other",
-                "-p",
-                "a b",
-                "-t",
-                " c",
-            ],
-            "does not serve `other`",
-        ),
-        (
-            vec![
-                "evaluate",
-                "-m",
-                &url,
-                "--tokenizer",
-                tok,
-                "--dataset",
-                "data/longra.jsonl",
-                "--out",
-                "/tmp/never",
-            ],
-            "evaluate needs the model's weights",
-        ),
-        (
-            vec!["attribute", "--tokenizer", tok, "-p", "a b", "-t", " c"],
-            "--tokenizer applies to a served model",
-        ),
+        (vec!["--served-model", "other"], "does not serve `other`"),
     ] {
-        let o = reagent(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        let args: Vec<&str> = served.iter().copied().chain(extra).collect();
+        one_line_failure(&args, needle);
     }
+    one_line_failure(
+        &["attribute", "-m", &url, "-p", "a b", "-t", " c"],
+        "needs --tokenizer",
+    );
+    one_line_failure(
+        &[
+            "evaluate",
+            "-m",
+            &url,
+            "--tokenizer",
+            tok,
+            "--dataset",
+            "data/longra.jsonl",
+            "--out",
+            "/tmp/never",
+        ],
+        "evaluate needs the model's weights",
+    );
+    one_line_failure(
+        &["attribute", "--tokenizer", tok, "-p", "a b", "-t", " c"],
+        "--tokenizer applies to a served model",
+    );
+}
+
+fn one_line_failure(args: &[&str], needle: &str) {
+    let o = reagent(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
 }

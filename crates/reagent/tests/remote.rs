@@ -87,7 +87,7 @@ fn served_model_matches_the_local_model() {
         let ids = local.tokenizer.encode(t, true).unwrap().ids;
         let a: Vec<f32> = local
             .model
-            .next_token_log_probs(&[ids.clone()])
+            .next_token_log_probs(std::slice::from_ref(&ids))
             .unwrap()
             .squeeze(0)
             .unwrap()
@@ -377,4 +377,91 @@ fn bad_remote_inputs_get_one_line() {
         o.api_key = Some("sk-secret-123".into())
     });
     assert!(!m.contains("sk-secret-123") && !m.contains("pw@"), "{m}");
+}
+
+/// A hostile server (for the failure path only): it speaks llama.cpp's dialect at start, then
+/// answers scoring requests with `completion`. Each connection is answered once and closed.
+fn hostile_server(models_body: Vec<u8>, completion: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let models_body = Arc::new(models_body);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let (models_body, completion) = (models_body.clone(), completion.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (status, body): (&str, Vec<u8>) = match path.as_str() {
+                    "/v1/models" => ("200 OK", models_body.to_vec()),
+                    "/props" => (
+                        "200 OK",
+                        br#"{"default_generation_settings": {"n_ctx": 512}}"#.to_vec(),
+                    ),
+                    "/completion" => ("200 OK", completion.into_bytes()),
+                    _ => ("404 Not Found", b"{}".to_vec()),
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+/// Replies with ids outside the vocabulary, NaN, a wrong shape or a 40 MiB body are one-line
+/// errors, never a panic or an unbounded allocation. (A fake server, for failures only: the
+/// success path is tested against the real one above.)
+#[test]
+fn hostile_replies_are_errors() {
+    let tok = common::fixture("models/llama_tied/tokenizer.json");
+    let models = br#"{"data": [{"id": "m", "meta": {"n_vocab": 352}}]}"#.to_vec();
+    let score = |completion: &str| -> String {
+        let port = hostile_server(models.clone(), completion.to_string());
+        let mut o = RemoteOptions::new(
+            &format!("http://127.0.0.1:{port}/v1"),
+            tok.to_str().unwrap(),
+        );
+        o.http.retries = 0;
+        let m = load_remote(&o).unwrap_or_else(|e| panic!("{e}"));
+        let err = m
+            .model
+            .next_token_log_probs(&[vec![1, 2, 3]])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err}");
+        err
+    };
+    let e = score(
+        r#"{"completion_probabilities": [{"top_logprobs": [{"id": 999999, "logprob": -0.1}]}]}"#,
+    );
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let e =
+        score(r#"{"completion_probabilities": [{"top_logprobs": [{"id": 5, "logprob": NaN}]}]}"#);
+    assert!(e.contains("not JSON"), "{e}");
+    let e =
+        score(r#"{"completion_probabilities": [{"top_logprobs": [{"id": 5, "logprob": 3.0}]}]}"#);
+    assert!(e.contains("not a log-probability"), "{e}");
+    let e = score(r#"{"completion_probabilities": "nope"}"#);
+    assert!(e.contains("no completion_probabilities"), "{e}");
+    let e = score(r#"[1, 2, 3"#);
+    assert!(e.contains("not JSON"), "{e}");
+
+    // A 40 MiB model list: the read stops at the limit.
+    let mut huge = br#"{"data": [{"id": ""#.to_vec();
+    huge.extend(std::iter::repeat_n(b'x', 40 << 20));
+    huge.extend(br#""}]}"#);
+    let port = hostile_server(huge, String::new());
+    let o = RemoteOptions::new(
+        &format!("http://127.0.0.1:{port}/v1"),
+        tok.to_str().unwrap(),
+    );
+    let e = load_remote(&o).map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("larger than 32 MiB"), "{e}");
 }

@@ -53,8 +53,10 @@ pub struct Client {
 pub enum Failure {
     /// The server answered with this status and (the first line of) this body.
     Status(u16, String),
-    /// No usable answer: refused, reset, timed out, or a body that was too big or not JSON.
+    /// No usable answer: refused, reset, timed out, or a body that was not JSON.
     Transport(String),
+    /// A reply no retry will fix (larger than the limit).
+    Reply(String),
 }
 
 impl Failure {
@@ -62,6 +64,7 @@ impl Failure {
         match self {
             Failure::Status(s, _) => *s == 429 || *s >= 500,
             Failure::Transport(_) => true,
+            Failure::Reply(_) => false,
         }
     }
 }
@@ -71,7 +74,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Status(s, body) if body.is_empty() => write!(f, "HTTP {s}"),
             Failure::Status(s, body) => write!(f, "HTTP {s}: {body}"),
-            Failure::Transport(m) => f.write_str(m),
+            Failure::Transport(m) | Failure::Reply(m) => f.write_str(m),
         }
     }
 }
@@ -221,7 +224,7 @@ fn read_json(r: ureq::Response) -> std::result::Result<Value, Failure> {
     let body = read_limited(r, MAX_BODY_BYTES)
         .map_err(|e| Failure::Transport(format!("reading the reply failed: {e}")))?;
     if body.len() as u64 > MAX_BODY_BYTES {
-        return Err(Failure::Transport(format!(
+        return Err(Failure::Reply(format!(
             "the reply is larger than {} MiB",
             MAX_BODY_BYTES >> 20
         )));

@@ -136,9 +136,10 @@ impl RemoteLm {
     fn fetch(&self, context: &[u32], focus: &[u32]) -> Result<Sparse> {
         match self.mode {
             ScoringMode::TopK => {
-                let v = self
-                    .client
-                    .post("/completion", &protocol::llama_cpp_request(context, self.k, self.anchor))?;
+                let v = self.client.post(
+                    "/completion",
+                    &protocol::llama_cpp_request(context, self.k, self.anchor),
+                )?;
                 self.requests.fetch_add(1, Ordering::Relaxed);
                 protocol::llama_cpp_reply(&v, self.k, self.info.vocab_size)
             }
