@@ -44,7 +44,7 @@ fn attribute_and_predict_against_a_served_model() {
         "-p",
         "The Eiffel Tower is a famous landmark in the city of",
         "-t",
-        " Paris",
+        " Paris, France",
         "--preset",
         "paper-token",
         "--max-steps",
@@ -73,6 +73,15 @@ fn attribute_and_predict_against_a_served_model() {
         .unwrap()
         .contains("llama-server"));
     assert_eq!(t["scores"].as_array().unwrap().len(), 12);
+    // Each target's counters are its own: every row it asked for came from one request or
+    // from the cache.
+    let targets = v["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 3);
+    for t in targets {
+        let b = &t["backend"];
+        let n = |k: &str| b[k].as_u64().unwrap();
+        assert_eq!(n("requests") + n("cache_hits"), n("rows"), "{b}");
+    }
 
     let o = reagent(&[
         "predict",

@@ -188,6 +188,7 @@ impl RemoteLm {
             seqs.iter().map(|s| cache.get(&key(s)).cloned()).collect()
         };
         let hits = out.iter().filter(|o| o.is_some()).count();
+        let requests_before = self.requests();
         let missing: Vec<usize> = (0..seqs.len()).filter(|&i| out[i].is_none()).collect();
         let fetched: Vec<Mutex<Option<Result<Sparse>>>> =
             missing.iter().map(|_| Mutex::new(None)).collect();
@@ -235,7 +236,7 @@ impl RemoteLm {
         let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         st.rows += seqs.len();
         st.cache_hits += hits;
-        st.requests = self.requests();
+        st.requests += self.requests() - requests_before;
         if self.mode == ScoringMode::TopK {
             for r in &rows {
                 if focus.iter().any(|&id| r.get(id).is_none()) {
