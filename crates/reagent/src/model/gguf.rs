@@ -14,6 +14,7 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
+use super::weights::SpecialIds;
 use super::weights::WeightSource;
 pub use crate::format::gguf::GgufFile;
 use crate::{Error, Result};
@@ -215,9 +216,11 @@ pub fn llama_config(f: &GgufFile) -> Result<super::llama::Config> {
         hidden_act: "silu".into(),
         sliding_window: None,
         use_sliding_window: None,
-        bos_token_id: bos,
-        eos_token_id: Some(serde_json::json!(eos)),
-        pad_token_id: pad,
+        special: SpecialIds {
+            bos_token_id: bos,
+            eos_token_id: Some(serde_json::json!(eos)),
+            pad_token_id: pad,
+        },
         flavor: super::llama::Flavor::Gguf,
     })
 }
@@ -284,8 +287,10 @@ pub fn gemma3_config(f: &GgufFile) -> Result<super::gemma3::Config> {
         attn_logit_softcapping: f.f64_opt(&k("attn_logit_softcapping")),
         hidden_activation: "gelu_pytorch_tanh".into(),
         tie_word_embeddings: !f.has_tensor("output.weight"),
-        bos_token_id: bos,
-        eos_token_id: Some(serde_json::json!(eos)),
-        pad_token_id: pad,
+        special: SpecialIds {
+            bos_token_id: bos,
+            eos_token_id: Some(serde_json::json!(eos)),
+            pad_token_id: pad,
+        },
     })
 }

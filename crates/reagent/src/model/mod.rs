@@ -75,6 +75,15 @@ impl ModelInfo {
     }
 
     /// The same description with these special tokens.
+    /// [`ModelInfo::with_special`] from a config's special ids.
+    pub fn with_specials(self, s: &weights::SpecialIds) -> Self {
+        self.with_special(
+            s.bos_token_id,
+            weights::eos_ids(&s.eos_token_id),
+            s.pad_token_id,
+        )
+    }
+
     pub fn with_special(mut self, bos: Option<u32>, eos: Vec<u32>, pad: Option<u32>) -> Self {
         self.bos_token_id = bos;
         self.eos_token_ids = eos;
@@ -335,6 +344,53 @@ pub trait MaskedLm: Send + Sync {
             .collect::<candle_core::Result<_>>()?;
         self.mlm_head(&Tensor::stack(&rows, 0)?)
     }
+}
+
+/// The accessors every decoder shares, for a struct with `info: ModelInfo` and
+/// `device: Device` fields: `info()`, `device()`, and, when the modules are named,
+/// `embed()` and `lm_head()` through them (`decoder_accessors!(embed_tokens, lm_head)`).
+macro_rules! decoder_accessors {
+    () => {
+        fn info(&self) -> &$crate::model::ModelInfo {
+            &self.info
+        }
+        fn device(&self) -> &candle_core::Device {
+            &self.device
+        }
+    };
+    ($embed:ident, $head:ident) => {
+        decoder_accessors!();
+        fn embed(&self, ids: &candle_core::Tensor) -> $crate::Result<candle_core::Tensor> {
+            Ok(self.$embed.forward(ids)?)
+        }
+        fn lm_head(&self, hidden: &candle_core::Tensor) -> $crate::Result<candle_core::Tensor> {
+            Ok(self.$head.forward(hidden)?)
+        }
+    };
+}
+pub(crate) use decoder_accessors;
+
+/// The body of a decoder with one causal mask (with a sliding window when given): the layers
+/// from `x`, then `last` (the final norm, and any projection) on the result.
+pub(crate) fn decode<L, E>(
+    x: Tensor,
+    lengths: &[usize],
+    window: Option<usize>,
+    layers: &[L],
+    want: bool,
+    layer: impl Fn(&L, &Tensor, &Tensor) -> std::result::Result<(Tensor, Option<Tensor>), E>,
+    last: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Hidden>
+where
+    Error: From<E>,
+{
+    let t = x.dim(1)?;
+    let mask = nn::Masks::new(lengths, t, x.device()).build(true, window)?;
+    let (x, attentions) = run_layers(x, layers, want, |l, x| layer(l, x, &mask))?;
+    Ok(Hidden {
+        states: last(&x)?,
+        attentions,
+    })
 }
 
 /// The decoder loop every architecture shares: run `layer` over `layers` in order from `x`, and

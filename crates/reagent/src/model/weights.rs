@@ -233,6 +233,20 @@ impl Vb {
     }
 }
 
+/// The special token ids a `config.json` declares (flattened into each architecture's config).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct SpecialIds {
+    pub bos_token_id: Option<u32>,
+    /// An int or a list.
+    pub eos_token_id: Option<serde_json::Value>,
+    pub pad_token_id: Option<u32>,
+}
+
+/// A serde default of `true`.
+pub(crate) fn yes() -> bool {
+    true
+}
+
 /// `eos_token_id` may be an int or a list.
 pub(crate) fn eos_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
     match v {

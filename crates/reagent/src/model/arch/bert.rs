@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
 use crate::model::weights::layer_norm;
+use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
 use crate::model::{Hidden, MaskedLm, ModelInfo};
 use crate::{Error, Result};
@@ -31,9 +32,8 @@ pub struct Config {
     pub type_vocab_size: usize,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
-    pub pad_token_id: Option<u32>,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
     pub position_embedding_type: Option<String>,
 }
 
@@ -216,7 +216,7 @@ impl BertMlm {
                 }
             }
         };
-        let pad_id = cfg.pad_token_id.unwrap_or(match flavor {
+        let pad_id = cfg.special.pad_token_id.unwrap_or(match flavor {
             Flavor::Bert => 0,
             Flavor::Roberta => 1,
         });
@@ -240,8 +240,8 @@ impl BertMlm {
             max_positions,
         )
         .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
+            cfg.special.bos_token_id,
+            crate::model::weights::eos_ids(&cfg.special.eos_token_id),
             Some(pad_id),
         );
         Ok(BertMlm {

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use crate::model::nn::{
     self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
 };
+use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{CausalLm, Hidden, ModelInfo};
+use crate::model::{decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::{Error, Result};
 
 /// `config.json` of a Gemma 3 text model (`Gemma3TextConfig`; a multimodal config's
@@ -44,11 +45,10 @@ pub struct Config {
     pub attn_logit_softcapping: Option<f64>,
     #[serde(default = "default_act")]
     pub hidden_activation: String,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub tie_word_embeddings: bool,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
-    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
 }
 
 fn default_eps() -> f64 {
@@ -59,9 +59,6 @@ fn default_max_pos() -> usize {
 }
 fn default_act() -> String {
     "gelu_pytorch_tanh".into()
-}
-fn yes() -> bool {
-    true
 }
 
 impl Config {
@@ -288,11 +285,7 @@ impl Gemma3 {
             cfg.vocab_size,
             max_pos,
         )
-        .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
-            cfg.pad_token_id,
-        );
+        .with_specials(&cfg.special);
         info.capabilities.gradients = !vb.is_quantized();
         Ok(Gemma3 {
             embed_tokens,
@@ -316,12 +309,7 @@ impl Gemma3 {
 }
 
 impl CausalLm for Gemma3 {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
+    decoder_accessors!();
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         Ok((self.embed_tokens.forward(ids)? * self.embed_scale)?)
     }

@@ -7,9 +7,10 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear};
+use crate::model::weights::SpecialIds;
 use crate::model::weights::{layer_norm, Vb};
-use crate::model::{CausalLm, Hidden, ModelInfo};
+use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-2 model.
@@ -25,13 +26,12 @@ pub struct Config {
     pub layer_norm_epsilon: f64,
     #[serde(default = "default_act")]
     pub activation_function: String,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub scale_attn_weights: bool,
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
-    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
 }
 
 fn default_eps() -> f64 {
@@ -39,9 +39,6 @@ fn default_eps() -> f64 {
 }
 fn default_act() -> String {
     "gelu_new".into()
-}
-fn yes() -> bool {
-    true
 }
 
 struct Attention {
@@ -153,11 +150,7 @@ impl Gpt2 {
             cfg.vocab_size,
             cfg.n_positions,
         )
-        .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
-            cfg.pad_token_id,
-        );
+        .with_specials(&cfg.special);
         Ok(Gpt2 {
             wte,
             wpe,
@@ -171,28 +164,18 @@ impl Gpt2 {
 }
 
 impl CausalLm for Gpt2 {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.wte.forward(ids)?)
-    }
+    decoder_accessors!(wte, head);
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let t = embeds.dim(1)?;
-        let pos = self.wpe.table().narrow(0, 0, t)?;
+        let pos = self.wpe.table().narrow(0, 0, embeds.dim(1)?)?;
         let x = embeds.broadcast_add(&pos)?;
-        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let (x, attns) =
-            crate::model::run_layers(x, &self.blocks, want, |b, x| b.forward(x, &mask, want))?;
-        Ok(Hidden {
-            states: self.ln_f.forward(&x)?,
-            attentions: attns,
-        })
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(hidden)?)
+        decode(
+            x,
+            lengths,
+            None,
+            &self.blocks,
+            want,
+            |b, x, mask| b.forward(x, mask, want),
+            |x| Ok(self.ln_f.forward(x)?),
+        )
     }
 }

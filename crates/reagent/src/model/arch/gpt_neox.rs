@@ -8,12 +8,11 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::nn::{
-    self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary,
-};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, RopeScaling, Rotary};
 use crate::model::weights::layer_norm;
+use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{CausalLm, Hidden, ModelInfo};
+use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-NeoX model.
@@ -35,15 +34,14 @@ pub struct Config {
     pub layer_norm_eps: f64,
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub use_parallel_residual: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub attention_bias: bool,
     #[serde(default)]
     pub tie_word_embeddings: bool,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
-    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
 }
 
 fn default_eps() -> f64 {
@@ -51,9 +49,6 @@ fn default_eps() -> f64 {
 }
 fn default_act() -> String {
     "gelu".into()
-}
-fn yes() -> bool {
-    true
 }
 
 impl Config {
@@ -206,11 +201,7 @@ impl GptNeoX {
             cfg.vocab_size,
             cfg.max_position_embeddings,
         )
-        .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
-            cfg.pad_token_id,
-        );
+        .with_specials(&cfg.special);
         Ok(GptNeoX {
             embed_in,
             layers,
@@ -224,27 +215,17 @@ impl GptNeoX {
 }
 
 impl CausalLm for GptNeoX {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.embed_in.forward(ids)?)
-    }
+    decoder_accessors!(embed_in, head);
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let t = embeds.dim(1)?;
-        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.layers, want, |l, x| {
-            l.forward(x, &self.rotary, &mask, want)
-        })?;
-        Ok(Hidden {
-            states: self.final_layer_norm.forward(&x)?,
-            attentions: attns,
-        })
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(hidden)?)
+        let x = embeds.clone();
+        decode(
+            x,
+            lengths,
+            None,
+            &self.layers,
+            want,
+            |l, x, mask| l.forward(x, &self.rotary, mask, want),
+            |x| Ok(self.final_layer_norm.forward(x)?),
+        )
     }
 }

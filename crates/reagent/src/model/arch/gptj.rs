@@ -9,12 +9,11 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::nn::{
-    self, Activation, Embedding, LayerNorm, Linear, Masks, RopeScaling, Rotary,
-};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, RopeScaling, Rotary};
 use crate::model::weights::layer_norm;
+use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{CausalLm, Hidden, ModelInfo};
+use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-J model.
@@ -31,9 +30,8 @@ pub struct Config {
     pub layer_norm_epsilon: f64,
     #[serde(default = "default_act")]
     pub activation_function: String,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
-    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
 }
 
 fn default_eps() -> f64 {
@@ -140,11 +138,7 @@ impl GptJ {
             cfg.vocab_size,
             cfg.n_positions,
         )
-        .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
-            cfg.pad_token_id,
-        );
+        .with_specials(&cfg.special);
         Ok(GptJ {
             wte,
             blocks,
@@ -158,27 +152,17 @@ impl GptJ {
 }
 
 impl CausalLm for GptJ {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.wte.forward(ids)?)
-    }
+    decoder_accessors!(wte, head);
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let t = embeds.dim(1)?;
-        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.blocks, want, |b, x| {
-            b.forward(x, &self.rotary, &mask, want)
-        })?;
-        Ok(Hidden {
-            states: self.ln_f.forward(&x)?,
-            attentions: attns,
-        })
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(hidden)?)
+        let x = embeds.clone();
+        decode(
+            x,
+            lengths,
+            None,
+            &self.blocks,
+            want,
+            |b, x, mask| b.forward(x, &self.rotary, mask, want),
+            |x| Ok(self.ln_f.forward(x)?),
+        )
     }
 }

@@ -9,10 +9,11 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 use crate::model::nn::{
-    self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
+    self, Activation, Embedding, Linear, Projections, RmsNorm, RopeScaling, Rotary,
 };
+use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{CausalLm, Hidden, ModelInfo};
+use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a Llama-family model (only the keys we use).
@@ -44,9 +45,8 @@ pub struct Config {
     pub sliding_window: Option<usize>,
     #[serde(default)]
     pub use_sliding_window: Option<bool>,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
-    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
     /// Set by the loader, not by config.json.
     #[serde(skip)]
     pub flavor: Flavor,
@@ -278,11 +278,7 @@ impl Llama {
             cfg.vocab_size,
             cfg.max_position_embeddings,
         )
-        .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
-            cfg.pad_token_id,
-        );
+        .with_specials(&cfg.special);
         info.capabilities.gradients = !vb.is_quantized();
         Ok(Llama {
             embed_tokens,
@@ -303,31 +299,18 @@ impl Llama {
 }
 
 impl CausalLm for Llama {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn device(&self) -> &Device {
-        &self.device
-    }
-
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.embed_tokens.forward(ids)?)
-    }
+    decoder_accessors!(embed_tokens, lm_head);
 
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let t = embeds.dim(1)?;
-        let mask = Masks::new(lengths, t, &self.device).build(true, self.window)?;
-        let (x, attns) = crate::model::run_layers(embeds.clone(), &self.layers, want, |l, x| {
-            l.forward(x, &self.rotary, &mask, want)
-        })?;
-        Ok(Hidden {
-            states: self.norm.forward(&x)?,
-            attentions: attns,
-        })
-    }
-
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(hidden)?)
+        let x = embeds.clone();
+        decode(
+            x,
+            lengths,
+            self.window,
+            &self.layers,
+            want,
+            |l, x, mask| l.forward(x, &self.rotary, mask, want),
+            |x| Ok(self.norm.forward(x)?),
+        )
     }
 }

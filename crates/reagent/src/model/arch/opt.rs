@@ -8,10 +8,11 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear};
 use crate::model::weights::layer_norm;
+use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{CausalLm, Hidden, ModelInfo};
+use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// OPT's learned position table starts at this offset (a fairseq legacy).
@@ -27,22 +28,18 @@ pub struct Config {
     pub vocab_size: usize,
     pub max_position_embeddings: usize,
     pub word_embed_proj_dim: Option<usize>,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub do_layer_norm_before: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub enable_bias: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::model::weights::yes")]
     pub layer_norm_elementwise_affine: bool,
     #[serde(default = "default_act")]
     pub activation_function: String,
-    pub bos_token_id: Option<u32>,
-    pub eos_token_id: Option<serde_json::Value>,
-    pub pad_token_id: Option<u32>,
+    #[serde(flatten)]
+    pub special: SpecialIds,
 }
 
-fn yes() -> bool {
-    true
-}
 fn default_act() -> String {
     "relu".into()
 }
@@ -182,11 +179,7 @@ impl Opt {
             cfg.vocab_size,
             cfg.max_position_embeddings,
         )
-        .with_special(
-            cfg.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.eos_token_id),
-            cfg.pad_token_id,
-        );
+        .with_specials(&cfg.special);
         Ok(Opt {
             embed_tokens,
             embed_positions,
@@ -202,40 +195,34 @@ impl Opt {
 }
 
 impl CausalLm for Opt {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.embed_tokens.forward(ids)?)
-    }
+    decoder_accessors!(embed_tokens, head);
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
         let t = embeds.dim(1)?;
-        let mut x = match &self.project_in {
+        let x = match &self.project_in {
             Some(p) => p.forward(embeds)?,
             None => embeds.clone(),
         };
         // Right padding: real tokens sit at positions 0..len, as transformers computes them from
         // the attention mask's cumulative sum.
         let pos = self.embed_positions.narrow(0, POSITION_OFFSET, t)?;
-        x = x.broadcast_add(&pos)?;
-        let mask = Masks::new(lengths, t, &self.device).build(true, None)?;
-        let (mut x, attns) =
-            crate::model::run_layers(x, &self.layers, want, |l, x| l.forward(x, &mask, want))?;
-        if let Some(n) = &self.final_layer_norm {
-            x = n.forward(&x)?;
-        }
-        if let Some(p) = &self.project_out {
-            x = p.forward(&x)?;
-        }
-        Ok(Hidden {
-            states: x,
-            attentions: attns,
-        })
-    }
-    fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.head.forward(hidden)?)
+        let x = x.broadcast_add(&pos)?;
+        decode(
+            x,
+            lengths,
+            None,
+            &self.layers,
+            want,
+            |l, x, mask| l.forward(x, mask, want),
+            |x| {
+                let mut x = x.clone();
+                if let Some(n) = &self.final_layer_norm {
+                    x = n.forward(&x)?;
+                }
+                if let Some(p) = &self.project_out {
+                    x = p.forward(&x)?;
+                }
+                Ok(x)
+            },
+        )
     }
 }
