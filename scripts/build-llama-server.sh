@@ -24,15 +24,18 @@ echo "building llama-server from llama-cpp-python $version's vendored llama.cpp 
 curl -fsSL --retry 3 -o src.tar.gz "$url"
 echo "$sha256  src.tar.gz" | sha256sum -c --quiet
 tar xzf src.tar.gz
+cmake=cmake
 if ! command -v cmake >/dev/null; then
   python3 -m pip install --quiet cmake >&2
+  # The wheel's console script may sit outside PATH; its binary folder is known to Python.
+  command -v cmake >/dev/null || cmake="$(python3 -c 'import cmake; print(cmake.CMAKE_BIN_DIR)')/cmake"
 fi
 src="llama_cpp_python-$version/vendor/llama.cpp"
-cmake -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+"$cmake" -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
   -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >&2
-cmake --build build --target llama-server -j "$(nproc)" >&2
+"$cmake" --build build --target llama-server -j "$(nproc)" >&2
 mkdir -p "$(dirname "$out")"
 cp build/bin/llama-server "$out.tmp"
 mv "$out.tmp" "$out"
