@@ -279,7 +279,7 @@ impl RemoteLm {
                 return Err(Error::input(format!(
                     "the context has {} tokens, more than the served model's maximum of {}",
                     s.len(),
-                    self.info.max_positions - extra
+                    self.info.max_positions.saturating_sub(extra)
                 )));
             }
             if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.info.vocab_size) {
@@ -509,6 +509,11 @@ pub fn load_remote(opts: &RemoteOptions) -> Result<LoadedModel> {
         )));
     }
     let max_positions = n_ctx.or(meta("n_ctx_train")).unwrap_or(4096);
+    if max_positions < 2 {
+        return Err(Error::Remote(format!(
+            "{shown} reports a context of {max_positions} tokens: too short to score anything"
+        )));
+    }
 
     // 3. The tokenizer against the server's: a few ids decoded on both sides.
     check_vocabulary(&client, dialect, &served, &tok.tokenizer)?;
