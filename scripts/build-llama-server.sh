@@ -6,7 +6,8 @@
 #
 # The cache lives in $REAGENT_CACHE (default ~/.cache/reagent). The build targets x86-64 with AVX2
 # and FMA, not the build machine's own features, so a cached binary runs on any machine of this
-# project's kinds (AMD Zen 3 to 5, Intel Sapphire Rapids). About 10 minutes on 2 cores.
+# project's kinds (AMD Zen 3 to 5, Intel Sapphire Rapids). 24 minutes measured on 2 cores
+# with an evaluation running on one of them.
 set -euo pipefail
 version=0.3.36
 sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
@@ -20,7 +21,7 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-echo "building llama-server from llama-cpp-python $version's vendored llama.cpp (about 10 minutes)" >&2
+echo "building llama-server from llama-cpp-python $version's vendored llama.cpp (tens of minutes on 2 cores)" >&2
 curl -fsSL --retry 3 -o src.tar.gz "$url"
 echo "$sha256  src.tar.gz" | sha256sum -c --quiet
 tar xzf src.tar.gz

@@ -261,22 +261,23 @@ fn check_len(info: &ModelInfo, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Right-pad `seqs` into a `[batch, max_len]` u32 tensor, checking ids and lengths.
-pub fn pad_batch(
-    seqs: &[Vec<u32>],
-    info: &ModelInfo,
-    device: &Device,
-) -> Result<(Tensor, Vec<usize>)> {
+/// Check a batch of token-id sequences against `info`: not empty, no empty sequence, none
+/// longer than the model's maximum less `reserve` positions (a served model in exact mode
+/// appends the target), every id inside the vocabulary.
+pub fn check_batch(seqs: &[Vec<u32>], info: &ModelInfo, reserve: usize) -> Result<()> {
     if seqs.is_empty() {
         return Err(Error::input("empty batch"));
     }
-    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
     if seqs.iter().any(Vec::is_empty) {
         return Err(Error::input("cannot run the model on an empty sequence"));
     }
-    check_len(info, t)?;
-    let pad = info.pad_token_id.unwrap_or(0);
-    let mut flat = Vec::with_capacity(seqs.len() * t);
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    if t + reserve > info.max_positions {
+        return Err(Error::input(format!(
+            "the context has {t} tokens, more than the model's maximum of {}",
+            info.max_positions.saturating_sub(reserve)
+        )));
+    }
     for s in seqs {
         if let Some(&bad) = s.iter().find(|&&id| id as usize >= info.vocab_size) {
             return Err(Error::input(format!(
@@ -284,6 +285,21 @@ pub fn pad_batch(
                 info.vocab_size
             )));
         }
+    }
+    Ok(())
+}
+
+/// Right-pad `seqs` into a `[batch, max_len]` u32 tensor, checking ids and lengths.
+pub fn pad_batch(
+    seqs: &[Vec<u32>],
+    info: &ModelInfo,
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
+    check_batch(seqs, info, 0)?;
+    let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+    let pad = info.pad_token_id.unwrap_or(0);
+    let mut flat = Vec::with_capacity(seqs.len() * t);
+    for s in seqs {
         flat.extend_from_slice(s);
         flat.extend(std::iter::repeat_n(pad, t - s.len()));
     }

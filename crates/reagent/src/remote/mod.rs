@@ -27,7 +27,9 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::model::{load_tokenizer, BackendStats, Capabilities, CausalLm, Hidden, LoadedModel};
+use crate::model::{
+    check_batch, load_tokenizer, BackendStats, Capabilities, CausalLm, Hidden, LoadedModel,
+};
 use crate::model::{ModelInfo, ModelSource};
 use crate::{Error, Result};
 use http::{Client, Failure, HttpSettings};
@@ -265,33 +267,6 @@ impl RemoteLm {
         row
     }
 
-    fn check(&self, seqs: &[Vec<u32>]) -> Result<()> {
-        if seqs.is_empty() {
-            return Err(Error::input("empty batch"));
-        }
-        // Exact mode sends one more token than the context.
-        let extra = usize::from(self.mode == ScoringMode::Exact);
-        for s in seqs {
-            if s.is_empty() {
-                return Err(Error::input("cannot score an empty context"));
-            }
-            if s.len() + extra > self.info.max_positions {
-                return Err(Error::input(format!(
-                    "the context has {} tokens, more than the served model's maximum of {}",
-                    s.len(),
-                    self.info.max_positions.saturating_sub(extra)
-                )));
-            }
-            if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.info.vocab_size) {
-                return Err(Error::input(format!(
-                    "token id {bad} is outside the served model's vocabulary of {} ids",
-                    self.info.vocab_size
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn no_weights<T>(&self) -> Result<T> {
         Err(Error::Unsupported(
             "a served model gives only next-token probabilities: no embeddings, hidden states or attentions".into(),
@@ -334,13 +309,15 @@ impl CausalLm for RemoteLm {
     }
 
     fn next_token_log_probs_for(&self, seqs: &[Vec<u32>], focus: &[u32]) -> Result<Tensor> {
-        self.check(seqs)?;
+        // Exact mode sends one more token than the context.
+        let reserve = usize::from(self.mode == ScoringMode::Exact);
+        check_batch(seqs, &self.info, reserve)?;
         if let Some(&bad) = focus
             .iter()
             .find(|&&id| id as usize >= self.info.vocab_size)
         {
             return Err(Error::input(format!(
-                "token id {bad} is outside the served model's vocabulary of {} ids",
+                "token id {bad} is outside the model's vocabulary of {} ids",
                 self.info.vocab_size
             )));
         }
