@@ -408,7 +408,7 @@ fn bad_input_gets_one_line_errors() {
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         fails(&args, needle);
     };
-    check("reagent-x:bogus=1", "unknown field `bogus`");
+    check("reagent-x:bogus=1", "unknown ReAGent setting `bogus`");
     check("other:readout=mask_diff", "must start with");
     check("reagent-x:readout=nope", "readout");
     check(

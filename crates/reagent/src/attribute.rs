@@ -219,6 +219,9 @@ pub fn attribute(
         let t0 = Instant::now();
         let context = &ids[..pos];
         let target = ids[pos];
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         progress.target(k, n_targets, &plan.tokens[pos].text);
         let contrast = plan.contrast.as_ref().map(|c| c[k].clone());
         let focus: Vec<u32> = std::iter::once(target)

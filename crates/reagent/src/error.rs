@@ -34,7 +34,10 @@ pub enum Error {
     /// A model file lacks something we need: a config key, a tensor, a GGUF metadata entry.
     #[error("{what} is missing from {source_name}")]
     Missing { what: String, source_name: String },
-    /// The model could not be found or fetched.
+    /// A file or folder the caller named does not exist.
+    #[error("{}", first_line(.0))]
+    NotFound(String),
+    /// The model could not be fetched, or its folder is not a model.
     #[error("{}", first_line(.0))]
     ModelSource(String),
     /// The caller's input is unusable: empty text, too long, bad hyperparameter, ...
@@ -47,6 +50,9 @@ pub enum Error {
     /// The model cannot do what the method needs (e.g. gradients through quantized weights).
     #[error("{}", first_line(.0))]
     Unsupported(String),
+    /// The caller stopped the work (a progress sink answered that it was cancelled).
+    #[error("interrupted")]
+    Cancelled,
 }
 
 /// The first line of a message: candle appends a backtrace to its errors when `RUST_BACKTRACE`

@@ -8,7 +8,8 @@
 //! which needs no gradients and no access to weights; the usual gradient and attention
 //! baselines and the paper's faithfulness metrics come with it.
 //!
-//! Data flows one way: [`model`] → [`method`] → [`result`] → render (in the CLI).
+//! Data flows one way: [`model`] → [`method`] → [`result`] → [`render`] (HTML here; the terminal
+//! heatmap in the CLI).
 //!
 //! ```
 //! use reagent::method::reagent::{build_sampler, MlmPick, Reagent, ReagentConfig, SamplerKind};
@@ -38,6 +39,7 @@ pub mod format;
 pub mod method;
 pub mod model;
 pub mod remote;
+pub mod render;
 pub mod result;
 pub mod score;
 pub mod tokenizer;

@@ -15,9 +15,10 @@
 //! | 7 | `result` | attribution results |
 //! | 8 | `attribute` | the attribution pipeline |
 //! | 9 | `eval` | faithfulness metrics and the evaluation runner |
+//! | 10 | `render` | results drawn without a terminal (the HTML page) |
 //!
-//! Rendering and argument parsing live in the CLI crate; the library has no CLI or terminal
-//! dependency.
+//! The terminal heatmap and argument parsing live in the CLI crate; the library has no CLI or
+//! terminal dependency.
 
 mod common;
 
@@ -36,6 +37,7 @@ const ORDER: &[&str] = &[
     "result",
     "attribute",
     "eval",
+    "render",
 ];
 
 fn rank(module: &str) -> Option<usize> {

@@ -22,11 +22,11 @@ struct Job {
 
 /// The ReAGent configuration: the preset, then the flags given.
 pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
-    let mut c = match a.preset {
-        PresetArg::Inseq => ReagentConfig::default(),
-        PresetArg::PaperToken => ReagentConfig::paper_token(),
-        PresetArg::MaskDiff => ReagentConfig::mask_diff(),
-    };
+    let mut c = ReagentConfig::preset(match a.preset {
+        PresetArg::Inseq => "inseq",
+        PresetArg::PaperToken => "paper_token",
+        PresetArg::MaskDiff => "mask_diff",
+    })?;
     if let Some(v) = a.probes {
         c.probes = v;
     }

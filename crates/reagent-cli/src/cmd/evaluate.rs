@@ -4,7 +4,6 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::eval::datasets::Dataset;
 use reagent::eval::runner::{self, EvalConfig, EvalProgress, NamedMethod};
-use reagent::method::reagent::ReagentConfig;
 use reagent::{JobProgress, MethodKind, Progress};
 
 use crate::args::EvaluateArgs;
@@ -61,13 +60,13 @@ fn build_variant(
             "--variant `{spec}`: the name must start with \"reagent\" and have no spaces or commas"
         );
     }
-    let mut cfg = serde_json::to_value(super::attribute::reagent_config(base)?)?;
+    let mut cfg = super::attribute::reagent_config(base)?;
     let mut sampler = base.sampler;
     for kv in settings.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("--variant {name}: `{kv}` is not KEY=VALUE"))?;
-        let (k, v) = (k.trim().replace('-', "_"), v.trim());
+        let (k, v) = (k.trim(), v.trim());
         if k == "sampler" {
             sampler = v
                 .parse()
@@ -75,14 +74,11 @@ fn build_variant(
             continue;
         }
         let value = serde_json::from_str::<serde_json::Value>(v)
-            .unwrap_or_else(|_| serde_json::Value::String(v.replace('-', "_")));
-        cfg[k.as_str()] = value;
-        // Check each setting as it comes, so the error names it.
-        serde_json::from_value::<ReagentConfig>(cfg.clone())
-            .map_err(|e| anyhow::anyhow!("--variant {name}: {k}: {e}"))?;
+            .unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        // Each setting is checked as it comes, so the error names it.
+        cfg.set(k, value)
+            .map_err(|e| anyhow::anyhow!("--variant {name}: {e}"))?;
     }
-    let cfg: ReagentConfig =
-        serde_json::from_value(cfg).map_err(|e| anyhow::anyhow!("--variant {name}: {e}"))?;
     cfg.validate()
         .map_err(|e| anyhow::anyhow!("--variant {name}: {e}"))?;
     let args = crate::args::ReagentArgs {

@@ -2,10 +2,9 @@
 //! `render(&AttributionResult, impl Write)`.
 
 mod heatmap;
-mod html;
 
 pub use heatmap::Heatmap;
-pub use html::Html;
+pub use reagent::render::Html;
 
 use std::io::Write;
 

@@ -385,6 +385,9 @@ pub fn run(
                 let pos = ex.prompt_tokens + k;
                 let context = &ex.ids[..pos];
                 let target = ex.ids[pos];
+                if progress.cancelled() {
+                    return Err(crate::Error::Cancelled);
+                }
                 progress.target(k, n_targets, &model.tokenizer.token_text(target));
                 let t0 = Instant::now();
                 let stream = stream_key(&[id, m.name()], &[k as u64]) as usize;

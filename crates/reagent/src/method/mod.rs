@@ -244,6 +244,11 @@ impl TargetScores {
 pub trait Progress: Sync {
     /// ReAGent finished `step` of at most `max_steps`; `converged` of `probes` have stopped.
     fn step(&self, _step: usize, _max_steps: usize, _converged: usize, _probes: usize) {}
+    /// Whether the caller asked to stop (Ctrl-C in Python, say). Long methods ask after each
+    /// step and the pipeline before each target; the answer is [`crate::Error::Cancelled`].
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

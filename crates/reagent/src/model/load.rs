@@ -69,10 +69,11 @@ impl ModelSource {
                 "{spec}: not a model (expected a .gguf file, or a folder with config.json)"
             )));
         }
-        if is_hub_id(spec) {
+        // A file name is not a hub id: `models/x.gguf` that does not exist is a missing file.
+        if is_hub_id(spec) && !spec.ends_with(".gguf") && !spec.ends_with(".json") {
             return Ok(ModelSource::HubId(spec.to_string()));
         }
-        Err(Error::ModelSource(format!(
+        Err(Error::NotFound(format!(
             "{spec}: no such file or folder (a model is a .gguf file, a Hugging Face folder, or a hub id like owner/name)"
         )))
     }

@@ -383,6 +383,11 @@ pub fn load_remote(opts: &RemoteOptions) -> Result<LoadedModel> {
             opts.top_k
         )));
     }
+    if !(opts.http.timeout_s > 0.0 && opts.http.timeout_s.is_finite()) {
+        return Err(Error::input(
+            "request_timeout must be a positive number of seconds",
+        ));
+    }
     if opts.tokenizer.trim().is_empty() {
         return Err(Error::input(
             "a served model needs a tokenizer to attribute in (tokenizer: a tokenizer.json, .gguf file, model folder or hub id)",

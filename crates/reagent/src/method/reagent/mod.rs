@@ -298,6 +298,65 @@ impl ReagentConfig {
         }
     }
 
+    /// The configuration's field names, as [`ReagentConfig::set`] takes them.
+    pub const FIELDS: [&'static str; 14] = [
+        "probes",
+        "max_steps",
+        "keep_top_n",
+        "keep_ratio",
+        "stop_top_k",
+        "replacing_ratio",
+        "objective",
+        "seed",
+        "readout",
+        "min_steps",
+        "probe_weighting",
+        "stable_window",
+        "adaptive_ratio",
+        "shrink_z",
+    ];
+
+    /// The preset names [`ReagentConfig::preset`] knows.
+    pub const PRESETS: [&'static str; 3] = ["inseq", "paper_token", "mask_diff"];
+
+    /// A preset by name (`-` and `_` alike): `inseq` (the default), `paper_token` or `mask_diff`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name.replace('-', "_").as_str() {
+            "inseq" => Ok(ReagentConfig::default()),
+            "paper_token" => Ok(ReagentConfig::paper_token()),
+            "mask_diff" => Ok(ReagentConfig::mask_diff()),
+            _ => Err(Error::input(format!(
+                "preset must be one of {}; got `{name}`",
+                Self::PRESETS.join(", ")
+            ))),
+        }
+    }
+
+    /// Change one field by its name (`replacing_ratio`, `readout`, ...) to a JSON value; a
+    /// string value may spell a name with `-` for `_` (`mask-diff`). The whole configuration is
+    /// not validated here (see [`ReagentConfig::validate`]).
+    pub fn set(&mut self, key: &str, value: serde_json::Value) -> Result<()> {
+        let key = key.replace('-', "_");
+        let mut v = serde_json::to_value(&*self).map_err(|e| Error::input(e.to_string()))?;
+        let obj = v.as_object_mut().expect("a struct serializes to an object");
+        let value = match value {
+            serde_json::Value::String(s) if key != "seed" => {
+                serde_json::Value::String(s.replace('-', "_"))
+            }
+            other => other,
+        };
+        obj.insert(key.clone(), value);
+        *self = serde_json::from_value(v).map_err(|e| {
+            let msg = e.to_string();
+            if msg.starts_with("unknown field") {
+                Error::input(format!("unknown ReAGent setting `{key}`"))
+            } else {
+                Error::input(format!("{key}: {msg}"))
+            }
+        })?;
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.probes == 0 {
             return Err(Error::input("probes must be at least 1"));
@@ -733,6 +792,9 @@ impl Reagent {
             }
             let done = n_probes - still.len();
             progress.step(step, cfg.max_steps, done, n_probes);
+            if progress.cancelled() {
+                return Err(crate::Error::Cancelled);
+            }
             if still.is_empty() || !more || pool_done {
                 break;
             }

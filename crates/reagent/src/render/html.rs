@@ -11,8 +11,9 @@
 
 use std::io::Write;
 
-use anyhow::Result;
-use reagent::AttributionResult;
+use std::io::Result;
+
+use crate::result::AttributionResult;
 
 /// Writes one page holding every result given.
 pub struct Html;
@@ -124,6 +125,14 @@ document.querySelectorAll('section.result').forEach(sec=>{
 
 impl Html {
     /// Write one page with every result.
+    /// The page as a string.
+    pub fn page(&self, results: &[AttributionResult]) -> String {
+        let mut out = Vec::new();
+        self.render(results, &mut out)
+            .expect("writing to memory does not fail");
+        String::from_utf8(out).expect("the page is UTF-8")
+    }
+
     pub fn render(&self, results: &[AttributionResult], mut w: impl Write) -> Result<()> {
         writeln!(
             w,
@@ -219,8 +228,8 @@ impl Html {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reagent::method::TargetScores;
-    use reagent::result::{Provenance, TargetAttribution, Token};
+    use crate::method::TargetScores;
+    use crate::result::{Provenance, TargetAttribution, Token};
 
     /// A result of `l` context tokens and `t` targets (the last `t` tokens).
     fn synthetic(l: usize, t: usize) -> AttributionResult {

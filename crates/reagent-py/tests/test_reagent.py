@@ -1,0 +1,306 @@
+"""The Python package against the command line and the real models.
+
+Run by scripts/test.sh after the Rust tests (which build target/release/reagent): the package
+is installed in a virtual environment with maturin, numpy, pandas, tqdm and pytest from PyPI.
+"""
+
+import _thread
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reagent
+
+ROOT = Path(__file__).resolve().parents[3]
+SMOLLM2 = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY = ROOT / "fixtures" / "models" / "llama_tied"
+CLI = Path(os.environ.get("REAGENT_BIN", ROOT / "target" / "release" / "reagent"))
+
+
+def required(path: Path) -> Path:
+    """A file the tests need: missing is a failure, not a skip (scripts/test.sh fetches it)."""
+    assert path.exists(), f"{path} is missing: run scripts/fetch-models.sh (and cargo build --release)"
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(required(CLI)), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return reagent.load(str(required(SMOLLM2)))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return reagent.load(str(required(TINY)))
+
+
+# A call that runs until it is stopped: 30,000 steps with no stopping test, about a minute on the
+# tiny model (2 ms a step on 2 cores), so that a broken interrupt fails the test, not hangs it.
+ENDLESS = dict(
+    method="reagent",
+    sampler="uniform",
+    readout="mask_diff",
+    probes=16,
+    max_steps=30_000,
+    min_steps=30_000,
+    progress=False,
+)
+
+
+@pytest.mark.parametrize(
+    "method,flags,kwargs",
+    [
+        ("reagent", ["--preset", "mask-diff"], dict(preset="mask-diff")),
+        ("occlusion", [], {}),
+        ("input_x_gradient", [], {}),
+        ("reagent", ["--preset", "mask-diff", "--contrast", " Lyon"], dict(preset="mask-diff", contrast=" Lyon")),
+    ],
+)
+def test_scores_equal_the_cli_json(smollm2, method, flags, kwargs):
+    prompt, target = "The Eiffel Tower is in the city of", " Paris"
+    run = cli(
+        "attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", target,
+        "--method", method, "--seed", "7", "--json", "-", "-q", *flags,
+    )
+    assert run.returncode == 0, run.stderr
+    want = json.loads(run.stdout)
+    out = smollm2.attribute(prompt, target, method=method, seed=7, progress=False, **kwargs)
+    assert [t.id for t in out.tokens] == [t["id"] for t in want["tokens"]]
+    assert out.provenance["config"] == want["provenance"]["config"]
+    for i, t in enumerate(want["targets"]):
+        row = out.scores[i]
+        assert np.array_equal(row[: t["position"]], np.array(t["scores"], dtype=np.float64))
+        assert np.isnan(row[t["position"]:]).all()
+        assert out.targets[i].prob == t["prob"]
+    # The saved file is the CLI's format, both ways.
+    p = ROOT / "target" / f"py-roundtrip-{os.getpid()}.json"
+    out.save(p)
+    back = reagent.load_result(p)
+    assert np.array_equal(back.scores, out.scores, equal_nan=True)
+    p.write_text(run.stdout)
+    assert np.array_equal(reagent.load_result(p).scores, out.scores, equal_nan=True)
+    p.unlink()
+
+
+def test_generated_targets_and_words(smollm2):
+    out = smollm2.attribute("The capital of France is", max_new_tokens=2, method="attention",
+                            words="sum", progress=False)
+    assert out.scores.shape == (2, len(out.tokens))
+    assert out.data["target_mode"] == "generated"
+    assert len(out.words["scores"]) == 2
+    # Attention scores of each target's context sum to one.
+    for i, t in enumerate(out.targets):
+        assert abs(np.nansum(out.scores[i]) - 1.0) < 1e-4
+
+
+def test_predict_matches_the_cli(smollm2):
+    run = cli("predict", "-m", str(SMOLLM2), "-k", "3", "--json", "The capital of France is")
+    assert run.returncode == 0, run.stderr
+    want = json.loads(run.stdout)["predictions"]
+    got = smollm2.predict("The capital of France is", k=3)
+    assert [g["id"] for g in got] == [w["id"] for w in want]
+    assert [g["prob"] for g in got] == [w["prob"] for w in want]
+
+
+@pytest.mark.parametrize(
+    "call,cli_args,exc",
+    [
+        (lambda: reagent.load("models/no-such-model.gguf"),
+         ["predict", "-m", "models/no-such-model.gguf", "x"], FileNotFoundError),
+        (lambda: reagent.load(str(TINY)).attribute("a b c", " d", replacing_ratio=2.0, progress=False),
+         ["attribute", "-m", str(TINY), "-p", "a b c", "-t", " d", "--replacing-ratio", "2"], ValueError),
+        (lambda: reagent.load(str(TINY)).attribute("a b c", " d", method="nope", progress=False),
+         ["attribute", "-m", str(TINY), "-p", "a b c", "-t", " d", "--method", "nope"], ValueError),
+        (lambda: reagent.load(str(TINY)).attribute("   ", " d", progress=False),
+         ["attribute", "-m", str(TINY), "-p", "   ", "-t", " d"], ValueError),
+        (lambda: reagent.load("http://127.0.0.1:9/v1", tokenizer=str(TINY / "tokenizer.json"), retries=0),
+         ["predict", "-m", "http://127.0.0.1:9/v1", "--tokenizer", str(TINY / "tokenizer.json"), "--retries", "0", "x"],
+         RuntimeError),
+    ],
+)
+def test_errors_have_the_cli_message_and_a_python_type(call, cli_args, exc):
+    with pytest.raises(exc) as info:
+        call()
+    msg = str(info.value)
+    assert "\n" not in msg and msg
+    run = cli(*cli_args)
+    assert run.returncode != 0
+    # The CLI prints the library's message after its own context ("cannot load model ...: ").
+    assert msg.rstrip(".").split(" (known")[0] in run.stderr.replace("--replacing-ratio: ", ""), (msg, run.stderr)
+
+
+def test_bad_keywords_are_value_errors(tiny):
+    with pytest.raises(ValueError, match="words must be 'sum' or 'max'"):
+        tiny.attribute("a b c", " d", words="all", progress=False)
+    with pytest.raises(ValueError, match="sampler 'mlm' needs mlm="):
+        tiny.attribute("a b c", " d", sampler="mlm", progress=False)
+    with pytest.raises(ValueError, match="give target or max_new_tokens"):
+        tiny.attribute("a b c", " d", max_new_tokens=2, progress=False)
+    with pytest.raises(ValueError, match="tokenizer applies to a served model"):
+        reagent.load(str(TINY), tokenizer="x")
+    with pytest.raises(ValueError, match="progress must be"):
+        tiny.attribute("a b c", " d", progress="yes")
+
+
+def test_show_returns_the_heatmap_page(smollm2):
+    out = smollm2.attribute("The Eiffel Tower is in the city of", " Paris", method="occlusion",
+                            progress=False)
+    view = out.show()
+    assert '<canvas class="heatmap"' in view.html
+    assert view.html.count('class="tok') == len(out.tokens)
+    assert "srcdoc=" in view._repr_html_() and "srcdoc=" in out._repr_html_()
+    assert "' Paris'" in repr(view)
+    page = reagent.render_html([out, out])
+    assert page.count('<canvas class="heatmap"') == 2
+
+
+def test_to_pandas(smollm2):
+    import pandas as pd  # installed by scripts/test.sh: a missing one fails
+
+    out = smollm2.attribute("The Eiffel Tower is in the city of", " Paris", method="occlusion",
+                            progress=False)
+    df = out.to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    assert df.shape == out.scores.shape
+    assert np.array_equal(df.to_numpy(), out.scores, equal_nan=True)
+
+
+def test_progress_callback_and_its_exception(tiny):
+    events = []
+    out = tiny.attribute("a b c d e", " f g", probes=2, max_steps=4, sampler="uniform",
+                         progress=lambda *e: events.append(e))
+    n = len(out.targets)
+    kinds = [e[0] for e in events]
+    assert n >= 2 and kinds.count("target") == n and "step" in kinds
+    assert events[0][:3] == ("target", 0, n)
+
+    class Stop(Exception):
+        pass
+
+    def stop(*e):
+        if e[0] == "step" and e[1] >= 3:
+            raise Stop("enough")
+
+    t0 = time.monotonic()
+    with pytest.raises(Stop, match="enough"):
+        tiny.attribute("a b c d e", " f", **{**ENDLESS, "progress": stop})
+    assert time.monotonic() - t0 < 30
+
+
+def test_tqdm_bar_is_used_when_installed(tiny, capsys):
+    import tqdm  # noqa: F401  installed by scripts/test.sh: a missing one fails
+
+    out = tiny.attribute("a b c d e", " f g", probes=2, max_steps=4, sampler="uniform")
+    assert out.scores.shape[0] == len(out.targets)
+    assert "target" in capsys.readouterr().err
+    bar = reagent._Bar("target")
+    bar("target", 0, 2, " f")
+    assert bar._bar is not None and bar._bar.total == 2
+    bar.close()
+
+
+def test_ctrl_c_interrupts_a_long_call_promptly(tiny):
+    fired = []
+
+    def interrupt():
+        time.sleep(1.0)
+        fired.append(time.monotonic())
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        tiny.attribute("a b c d e f g h", " i", **ENDLESS)
+    assert fired, "the call ended before the interrupt"
+    assert time.monotonic() - fired[0] < 2.0
+    # Nothing is left running: the next call works and is quick.
+    out = tiny.attribute("a b c", " d", probes=2, max_steps=3, sampler="uniform", progress=False)
+    assert out.scores.shape == (1, len(out.tokens))
+
+
+def test_the_gil_is_released(tiny):
+    ticks = [0]
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks[0] += 1
+
+    t = threading.Thread(target=count)
+    t.start()
+    time.sleep(0.05)
+    before = ticks[0]
+    tiny.attribute("a b c d e f g h", " i", **{**ENDLESS, "max_steps": 300, "min_steps": 300})
+    during = ticks[0] - before
+    stop.set()
+    t.join()
+    # Holding the GIL for the whole call would leave the counter where it was, but for the
+    # interpreter's periodic switches (every 5 ms); free, it counts millions.
+    assert during > 100_000, during
+
+
+def test_evaluate_returns_the_summary(tmp_path, tiny):
+    summary = reagent.evaluate(
+        tiny, ROOT / "data" / "wikibio.txt", tmp_path / "ev", methods="reagent,occlusion",
+        limit=2, new_tokens=2, probes=2, max_steps=4, sampler="uniform",
+        variants={"reagent-md": {"readout": "mask_diff", "min_steps": 4}}, progress=False,
+    )
+    names = [m["label"] if "label" in m else m.get("method") for m in summary["methods"]]
+    assert {"reagent", "reagent-md", "occlusion", "random"} <= set(names), summary["methods"]
+    assert (tmp_path / "ev" / "summary.md").is_file()
+    with pytest.raises(ValueError, match="variant reagent-x: unknown option `bogus`"):
+        reagent.evaluate(tiny, ROOT / "data" / "wikibio.txt", tmp_path / "ev2",
+                         variants={"reagent-x": {"bogus": 1}}, progress=False)
+
+
+def test_a_served_model_through_llama_server(smollm2):
+    """load("http://...") attributes a real llama-server's model; occlusion's scores agree with
+    the local model's within the bound each result reports."""
+    import socket
+    import urllib.request
+
+    binary = os.environ.get("REAGENT_LLAMA_SERVER")
+    assert binary, "REAGENT_LLAMA_SERVER is unset: scripts/test.sh builds the server and sets it"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "-m", str(SMOLLM2), "--host", "127.0.0.1", "--port", str(port), "-np", "2",
+         "-c", "4096", "-t", "2", "--no-webui", "--log-disable"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        t0 = time.monotonic()
+        while True:
+            assert server.poll() is None, "llama-server exited at start"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() - t0 < 120, "llama-server did not answer within 2 minutes"
+                time.sleep(0.2)
+        served = reagent.load(f"http://127.0.0.1:{port}/v1", tokenizer=str(SMOLLM2))
+        assert served.info["served"] and not served.info["gradients"]
+        prompt, target = "The Eiffel Tower is in the city of", " Paris"
+        remote = served.attribute(prompt, target, method="occlusion", progress=False)
+        local = smollm2.attribute(prompt, target, method="occlusion", progress=False)
+        t = remote.targets[0]
+        assert t.diagnostics["backend"]["requests"] > 0
+        n = t.position
+        # llama.cpp runs the quantized weights (the local model dequantizes them to f32).
+        assert np.corrcoef(remote.scores[0, :n], local.scores[0, :n])[0, 1] > 0.9
+        with pytest.raises(ValueError, match="needs gradients|gradient"):
+            served.attribute(prompt, target, method="gradient_norm", progress=False)
+    finally:
+        server.kill()
+        server.wait()
