@@ -304,3 +304,19 @@ def test_a_served_model_through_llama_server(smollm2):
     finally:
         server.kill()
         server.wait()
+
+
+def test_the_example_notebook_runs_top_to_bottom(monkeypatch, tmp_path):
+    """examples/quickstart.ipynb: every code cell runs in order (as a kernel would run them), and
+    its committed outputs came from a run (one output per code cell)."""
+    nb = json.loads((ROOT / "examples" / "quickstart.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(c["outputs"] for c in code), "run the notebook and commit its outputs"
+    # Run from a copy of examples/ so that its relative paths hold and nothing is written there.
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "models").symlink_to(ROOT / "models")
+    monkeypatch.chdir(tmp_path / "examples")
+    namespace: dict = {}
+    for cell in code:
+        exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
+    assert namespace["out"].scores.shape == (1, len(namespace["out"].tokens))
