@@ -157,6 +157,14 @@ pub enum PresetArg {
     MaskDiff,
 }
 
+/// What one attributed feature is.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitArg {
+    Token,
+    Word,
+    Sentence,
+}
+
 /// Subword-to-word score aggregation.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WordsArg {
@@ -287,8 +295,21 @@ pub struct AttributeArgs {
     pub html: Option<PathBuf>,
 
     /// Show scores per word instead of per token (subword scores summed, or their maximum).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with_all = ["unit", "unit_spans"])]
     pub words: Option<WordsArg>,
+
+    /// What one feature is: token, word or sentence (Unicode boundaries of the text, whatever
+    /// the tokenizer). ReAGent and occlusion replace each unit as a whole (40 sentences are 40
+    /// features); other methods' token scores are summed per unit. Special tokens (BOS) belong
+    /// to no unit and are never replaced.
+    #[arg(long, value_enum, default_value = "token", conflicts_with = "unit_spans")]
+    pub unit: UnitArg,
+
+    /// Units given as character spans of the prompt, e.g. the documents of a RAG prompt: a JSON
+    /// file holding [[start, end], ...] (end exclusive). Tokens outside every span are kept and
+    /// score 0.
+    #[arg(long, value_name = "FILE")]
+    pub unit_spans: Option<PathBuf>,
 
     /// No colours in the heatmap (also when NO_COLOR is set or stdout is not a terminal).
     #[arg(long)]

@@ -1205,3 +1205,72 @@ fn html_page_renders_in_chromium() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--unit sentence` and `--unit-spans`: one score per unit in the JSON and the heatmap; bad
+/// spans and `--words` with `--unit` are one-line errors.
+#[test]
+fn units_from_the_command_line() {
+    let llama = tiny("llama_tied");
+    let prompt = "The cat sat. The dog ran. Then the";
+    let out = ok(&reagent(&[
+        "attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--method", "occlusion",
+        "--unit", "sentence", "--json", "-", "-q",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let w = &v["words"];
+    assert_eq!(w["unit"], "sentence");
+    assert_eq!(w["perturbed"], true);
+    assert_eq!(w["words"].as_array().unwrap().len(), 3);
+    assert_eq!(w["scores"][0].as_array().unwrap().len(), 3);
+    // The heatmap shows the sentences.
+    let text = ok(&reagent(&[
+        "attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--method", "occlusion",
+        "--unit", "sentence", "-q",
+    ]));
+    assert!(text.contains("The cat sat."), "{text}");
+    // Spans: the second sentence only; everything else is kept and scores 0.
+    let dir = std::env::temp_dir().join(format!("reagent-spans-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spans = dir.join("spans.json");
+    std::fs::write(&spans, "[[13, 25]]").unwrap();
+    let out = ok(&reagent(&[
+        "attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--method", "occlusion",
+        "--unit-spans", spans.to_str().unwrap(), "--json", "-", "-q",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["words"]["unit"], "spans");
+    assert_eq!(v["words"]["words"].as_array().unwrap().len(), 1);
+    let scores: Vec<f64> = v["targets"][0]["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    // Tokens of the first sentence (and BOS) and of the third (" Then" starts at the space
+    // before it, 25) are outside the span.
+    let mut outside = 0;
+    for (i, t) in v["tokens"].as_array().unwrap().iter().enumerate().take(scores.len()) {
+        let (start, end) = (t["start"].as_u64().unwrap(), t["end"].as_u64().unwrap());
+        if end <= 13 || start >= 25 {
+            outside += 1;
+            assert_eq!(scores[i], 0.0, "token {i} {t} outside the span scored {}", scores[i]);
+        }
+    }
+    assert!(outside >= 4, "{outside}");
+    assert!(scores.iter().any(|s| *s > 0.0));
+    std::fs::write(&spans, "[[0, 5], [3, 9]]").unwrap();
+    fails(
+        &["attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--unit-spans", spans.to_str().unwrap()],
+        "overlap",
+    );
+    std::fs::write(&spans, "{\"a\": 1}").unwrap();
+    fails(
+        &["attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--unit-spans", spans.to_str().unwrap()],
+        "expected [[start, end], ...]",
+    );
+    fails(
+        &["attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--unit", "word", "--words", "sum"],
+        "cannot be used with",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

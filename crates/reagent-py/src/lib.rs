@@ -400,6 +400,34 @@ impl Model {
         let max_new = take_usize(&mut o, "max_new_tokens")?;
         let contrast = take_str(&mut o, "contrast")?;
         let words = take_str(&mut o, "words")?;
+        let unit = take_str(&mut o, "unit")?;
+        let unit = match (unit.as_deref(), o.remove("unit_spans")) {
+            (_, Some(Value::Array(spans))) => {
+                let spans: Vec<(usize, usize)> = serde_json::from_value(Value::Array(spans))
+                    .map_err(|_| bad("unit_spans must be a list of (start, end) character offsets"))?;
+                if spans.is_empty() {
+                    return Err(bad("unit_spans is empty"));
+                }
+                if unit.as_deref().is_some_and(|u| u != "token") {
+                    return Err(bad("give unit or unit_spans, not both"));
+                }
+                reagent::result::Unit::Spans(spans)
+            }
+            (_, Some(Value::Null)) | (None | Some("token"), None) => reagent::result::Unit::Token,
+            (_, Some(_)) => {
+                return Err(bad("unit_spans must be a list of (start, end) character offsets"))
+            }
+            (Some("word"), None) => reagent::result::Unit::Word,
+            (Some("sentence"), None) => reagent::result::Unit::Sentence,
+            (Some(u), None) => {
+                return Err(bad(format!(
+                    "unit must be 'token', 'word' or 'sentence', got '{u}'"
+                )))
+            }
+        };
+        if words.is_some() && unit != reagent::result::Unit::Token {
+            return Err(bad("words applies to token-level results; give words or unit, not both"));
+        }
         let targets = match (target, max_new) {
             (Some(_), Some(_)) => return Err(bad("give target or max_new_tokens, not both")),
             (Some(t), None) => {
@@ -428,6 +456,7 @@ impl Model {
             if let Some(c) = &contrast {
                 plan = plan.with_contrast(&m, c)?;
             }
+            plan = plan.with_units(unit)?;
             let mut r = reagent::attribute(&m, method.as_ref(), plan, pr)?;
             if let Some(w) = words {
                 r.aggregate_words(w);

@@ -320,3 +320,19 @@ def test_the_example_notebook_runs_top_to_bottom(monkeypatch, tmp_path):
     for cell in code:
         exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
     assert namespace["out"].scores.shape == (1, len(namespace["out"].tokens))
+
+
+def test_sentence_units(smollm2):
+    prompt = "My cousin moved to France last year. She loves the food there. Yesterday she visited the capital city,"
+    out = smollm2.attribute(prompt, " Paris", method="occlusion", unit="sentence", progress=False)
+    run = cli("attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", " Paris", "--method", "occlusion",
+              "--unit", "sentence", "--json", "-", "-q")
+    assert run.returncode == 0, run.stderr
+    want = json.loads(run.stdout)
+    assert out.words == want["words"] and len(out.words["words"]) == 3
+    spans = smollm2.attribute(prompt, " Paris", method="occlusion", unit_spans=[(0, 36)], progress=False)
+    assert len(spans.words["words"]) == 1 and spans.words["unit"] == "spans"
+    with pytest.raises(ValueError, match="unit must be"):
+        smollm2.attribute(prompt, " Paris", unit="paragraph", progress=False)
+    with pytest.raises(ValueError, match="overlap"):
+        smollm2.attribute(prompt, " Paris", method="occlusion", unit_spans=[(0, 10), (5, 20)], progress=False)

@@ -7,9 +7,12 @@
 
 use std::time::Instant;
 
-use crate::method::{check_requirements, Attributor, Goal, Progress};
+use crate::method::{check_requirements, Attributor, Goal, Progress, TargetScores, Units};
 use crate::model::LoadedModel;
-use crate::result::{AttributionResult, Contrast, Provenance, TargetAttribution, Token};
+use crate::result::{
+    segment, AttributionResult, Contrast, Provenance, TargetAttribution, Token, Unit, Word,
+    WordAggregation, WordScores,
+};
 use crate::{Error, Result};
 
 /// What to attribute after the prompt.
@@ -38,6 +41,10 @@ pub struct Plan {
     pub mode: &'static str,
     /// Contrastive attribution: one contrast token per target (see [`Plan::with_contrast`]).
     pub contrast: Option<Vec<Token>>,
+    /// What one feature is (see [`Plan::with_units`]); tokens by default.
+    pub unit: Unit,
+    /// With a unit other than tokens: the units, as runs of `tokens`.
+    pub units: Vec<Word>,
 }
 
 impl Plan {
@@ -97,6 +104,8 @@ impl Plan {
                     prompt_tokens,
                     mode: "forced",
                     contrast: None,
+                    unit: Unit::Token,
+                    units: Vec::new(),
                 })
             }
             Targets::Generate(n) => {
@@ -143,6 +152,8 @@ impl Plan {
                     prompt_tokens,
                     mode: "generated",
                     contrast: None,
+                    unit: Unit::Token,
+                    units: Vec::new(),
                 })
             }
         }
@@ -150,6 +161,53 @@ impl Plan {
 }
 
 impl Plan {
+    /// Attribute units larger than a token: words, sentences or given character spans of the
+    /// prompt (see [`crate::result::segment`]). ReAGent and occlusion then replace each unit as
+    /// one feature (a context of 40 sentences is 40 features); the other methods' token scores
+    /// are summed over each unit. The units and their scores are the result's `words`.
+    pub fn with_units(mut self, unit: Unit) -> Result<Self> {
+        if unit == Unit::Token {
+            self.unit = unit;
+            self.units.clear();
+            return Ok(self);
+        }
+        if let Unit::Spans(spans) = &unit {
+            // Spans are of the prompt: the text before the first target.
+            let prompt_chars = self
+                .tokens
+                .get(self.prompt_tokens)
+                .map_or(self.text.chars().count(), |t| t.start);
+            if let Some(&(a, b)) = spans.iter().find(|&&(_, b)| b > prompt_chars) {
+                return Err(Error::input(format!(
+                    "unit span [{a}, {b}) reaches past the prompt's {prompt_chars} characters"
+                )));
+            }
+        }
+        self.units = segment(&self.text, &self.tokens, &unit)?;
+        if !self.units.iter().any(|w| w.tokens.0 < self.prompt_tokens) {
+            return Err(Error::input(format!(
+                "the prompt has no {} to attribute",
+                unit.name()
+            )));
+        }
+        self.unit = unit;
+        Ok(self)
+    }
+
+    /// The units of the context before token `pos`, cut at `pos`.
+    fn units_before(&self, pos: usize) -> Result<Option<Units>> {
+        if self.unit == Unit::Token {
+            return Ok(None);
+        }
+        let groups = self
+            .units
+            .iter()
+            .filter(|w| w.tokens.0 < pos)
+            .map(|w| (w.tokens.0..w.tokens.1.min(pos)).collect())
+            .collect();
+        Units::new(groups, pos).map(Some)
+    }
+
     /// Attribute `p(target) - p(contrast)` instead of `p(target)`: `contrast` continues the
     /// prompt as the targets do, and its tokens pair with the targets one to one (the k-th
     /// target against the k-th contrast token, both after the same context), as inseq's
@@ -215,6 +273,9 @@ pub fn attribute(
     let ids: Vec<u32> = plan.tokens.iter().map(|t| t.id).collect();
     let n_targets = ids.len() - plan.prompt_tokens;
     let mut targets = Vec::with_capacity(n_targets);
+    // With units: each target's score per unit, and whether the method replaced whole units.
+    let mut unit_scores: Vec<Vec<f32>> = Vec::new();
+    let mut perturbed_units = false;
     for (k, pos) in (plan.prompt_tokens..ids.len()).enumerate() {
         let t0 = Instant::now();
         let context = &ids[..pos];
@@ -240,33 +301,60 @@ pub fn attribute(
         // Each (context, target) has its own random stream: prompts of equal length must not
         // share their replacement masks.
         let stream = crate::util::ids_key(context, k as u64) as usize;
-        let (scores, contrast) = match contrast {
-            None => (
-                method.attribute(model.model.as_ref(), context, target, stream, progress)?,
-                None,
-            ),
-            Some(c) => {
-                let goal = Goal {
-                    target,
-                    contrast: Some(c.id),
-                };
-                let scores = method
+        let goal = Goal {
+            target,
+            contrast: contrast.as_ref().map(|c| c.id),
+        };
+        let token_scores = || -> Result<TargetScores> {
+            match contrast {
+                None => method.attribute(model.model.as_ref(), context, target, stream, progress),
+                Some(_) => method
                     .attribute_contrastive(model.model.as_ref(), context, goal, stream, progress)
                     .ok_or_else(|| {
                         Error::input(format!(
                             "{} has no contrastive form; use reagent, occlusion or a gradient method",
                             method.kind().name()
                         ))
-                    })??;
+                    })?,
+            }
+        };
+        let scores = match plan.units_before(pos)? {
+            None => token_scores()?,
+            Some(units) => {
+                let native = method.attribute_units(
+                    model.model.as_ref(),
+                    context,
+                    goal,
+                    &units,
+                    stream,
+                    progress,
+                );
+                let (ts, per_unit, whole) = match native {
+                    Some(r) => {
+                        let us = r?;
+                        let per_unit = us.scores.clone();
+                        (spread_over_tokens(us, &units), per_unit, true)
+                    }
+                    None => {
+                        let ts = token_scores()?;
+                        let per_unit = units.sum(&ts.scores);
+                        (ts, per_unit, false)
+                    }
+                };
+                perturbed_units = whole;
+                unit_scores.push(per_unit);
+                ts
+            }
+        };
+        let contrast = match contrast {
+            None => None,
+            Some(c) => {
                 let p = lp.squeeze(0)?.get(c.id as usize)?.to_scalar::<f32>()?.exp();
-                (
-                    scores,
-                    Some(Contrast {
-                        id: c.id,
-                        text: c.text,
-                        prob: p,
-                    }),
-                )
+                Some(Contrast {
+                    id: c.id,
+                    text: c.text,
+                    prob: p,
+                })
             }
         };
         if let Some(bad) = scores.scores.iter().position(|s| !s.is_finite()) {
@@ -287,6 +375,13 @@ pub fn attribute(
         });
     }
     let info = model.model.info();
+    let words = (plan.unit != Unit::Token).then(|| WordScores {
+        aggregation: WordAggregation::Sum,
+        unit: Some(plan.unit.name().to_string()),
+        perturbed: perturbed_units,
+        words: plan.units.clone(),
+        scores: unit_scores,
+    });
     Ok(AttributionResult {
         provenance: Provenance {
             reagent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -301,7 +396,26 @@ pub fn attribute(
         prompt_tokens: plan.prompt_tokens,
         target_mode: plan.mode.to_string(),
         targets,
-        words: None,
+        words,
         wall_s: start.elapsed().as_secs_f64(),
     })
+}
+
+/// Unit scores as token scores: each unit's score (and its spread and error bound) split
+/// evenly over the unit's tokens, so that token scores still sum as the unit scores do;
+/// tokens in no unit score 0.
+fn spread_over_tokens(mut us: TargetScores, units: &Units) -> TargetScores {
+    let expand = |v: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; units.context_len()];
+        for (g, &x) in units.groups().iter().zip(v) {
+            for &i in g {
+                out[i] = x / g.len() as f32;
+            }
+        }
+        out
+    };
+    us.scores = expand(&us.scores);
+    us.spread = us.spread.as_deref().map(expand);
+    us.error_bound = us.error_bound.as_deref().map(expand);
+    us
 }

@@ -74,10 +74,17 @@ pub struct Word {
     pub tokens: (usize, usize),
 }
 
-/// The scores aggregated over words.
+/// The scores aggregated over words (`--words`), or the scores of larger units (`--unit`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WordScores {
     pub aggregation: WordAggregation,
+    /// With `--unit`: the unit (`word`, `sentence` or `spans`). Absent for `--words`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// With `--unit`: true when the method replaced each unit as a whole (ReAGent,
+    /// occlusion), false when its token scores were summed over each unit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub perturbed: bool,
     pub words: Vec<Word>,
     /// Per target, one score per word of its context (a word cut by the context's end counts
     /// only its tokens inside the context).
@@ -149,10 +156,133 @@ impl AttributionResult {
             .collect();
         self.words = Some(WordScores {
             aggregation: how,
+            unit: None,
+            perturbed: false,
             words,
             scores,
         });
     }
+}
+
+/// What one attributed feature is (`--unit`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unit {
+    /// A token (the default; no units).
+    Token,
+    /// A word by Unicode's word boundaries (UAX #29); punctuation marks are units of their own.
+    Word,
+    /// A sentence by Unicode's sentence boundaries (UAX #29).
+    Sentence,
+    /// The given character spans `[start, end)` of the prompt (e.g. the documents of a RAG
+    /// prompt); tokens outside every span are kept and score 0.
+    Spans(Vec<(usize, usize)>),
+}
+
+impl Unit {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Unit::Token => "token",
+            Unit::Word => "word",
+            Unit::Sentence => "sentence",
+            Unit::Spans(_) => "spans",
+        }
+    }
+}
+
+/// Group `tokens` of `text` into units. Boundaries come from the text, not from the
+/// tokenizer's conventions (`Ġ`, `▁`, bytes): each token belongs to the unit holding its first
+/// non-space character (a token of spaces only, to the unit before it). Special tokens and
+/// tokens with no text (BOS) belong to no unit: they are never replaced. Each unit is a run of
+/// tokens; a unit no token starts in is dropped.
+pub fn segment(text: &str, tokens: &[Token], unit: &Unit) -> crate::Result<Vec<Word>> {
+    use unicode_segmentation::UnicodeSegmentation;
+    // Character offset of each byte boundary, for the segmenters' byte offsets.
+    let char_at = |byte: usize| text[..byte].chars().count();
+    let n_chars = text.chars().count();
+    // Units as character ranges, in order.
+    let ranges: Vec<(usize, usize)> = match unit {
+        Unit::Token => {
+            return Ok(tokens
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| !t.special)
+                .map(|(i, t)| Word {
+                    text: t.text.clone(),
+                    tokens: (i, i + 1),
+                })
+                .collect())
+        }
+        Unit::Word => text
+            .split_word_bound_indices()
+            .filter(|(_, w)| !w.trim().is_empty())
+            .map(|(b, w)| (char_at(b), char_at(b + w.len())))
+            .collect(),
+        Unit::Sentence => text
+            .split_sentence_bound_indices()
+            .map(|(b, s)| (char_at(b), char_at(b + s.len())))
+            .collect(),
+        Unit::Spans(spans) => {
+            let mut v = spans.clone();
+            v.sort_unstable();
+            for (k, &(a, b)) in v.iter().enumerate() {
+                if a >= b || b > n_chars {
+                    return Err(crate::Error::input(format!(
+                        "unit span [{a}, {b}) is empty or outside the text of {n_chars} characters"
+                    )));
+                }
+                if k > 0 && v[k - 1].1 > a {
+                    return Err(crate::Error::input(format!(
+                        "unit spans [{}, {}) and [{a}, {b}) overlap",
+                        v[k - 1].0,
+                        v[k - 1].1
+                    )));
+                }
+            }
+            v
+        }
+    };
+    let chars: Vec<char> = text.chars().collect();
+    let mut owner: Vec<Option<usize>> = Vec::with_capacity(tokens.len());
+    let mut last: Option<usize> = None;
+    for t in tokens {
+        if t.special || t.start >= t.end {
+            owner.push(None);
+            continue;
+        }
+        let anchor = (t.start..t.end.min(chars.len())).find(|&c| !chars[c].is_whitespace());
+        let u = match anchor {
+            Some(c) => ranges.iter().position(|&(a, b)| a <= c && c < b),
+            // Spaces only: with the unit before (inside a span only if the span holds it).
+            None => match unit {
+                Unit::Spans(_) => ranges.iter().position(|&(a, b)| a <= t.start && t.start < b),
+                _ => last,
+            },
+        };
+        if u.is_some() {
+            last = u;
+        }
+        owner.push(u);
+    }
+    let mut units: Vec<Word> = Vec::new();
+    let mut current: Option<usize> = None;
+    for (i, o) in owner.iter().enumerate() {
+        match (*o, current) {
+            (Some(u), Some(c)) if u == c && units.last().is_some_and(|w| w.tokens.1 == i) => {
+                let w = units.last_mut().expect("a unit is open");
+                w.text.push_str(&tokens[i].text);
+                w.tokens.1 = i + 1;
+            }
+            (Some(u), _) => {
+                units.push(Word {
+                    text: tokens[i].text.clone(),
+                    tokens: (i, i + 1),
+                });
+                current = Some(u);
+            }
+            (None, _) => current = None,
+        }
+    }
+    Ok(units)
 }
 
 fn is_punct(s: &str) -> bool {

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::method::reagent::{build_sampler, Reagent, ReagentConfig, SamplerKind};
 use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
 
-use crate::args::{AttributeArgs, PresetArg, ReagentArgs, WordsArg};
+use crate::args::{AttributeArgs, PresetArg, ReagentArgs, UnitArg, WordsArg};
 use crate::render::{Heatmap, Html, Json};
 
 /// One prompt to attribute.
@@ -99,6 +99,22 @@ pub fn build_reagent_with(
     let pick = a.mlm_pick;
     let sampler = build_sampler(a.sampler, model, mlm.as_ref(), pick)?;
     Ok(Reagent::new(cfg, sampler)?)
+}
+
+/// `--unit-spans FILE`: `[[start, end], ...]`, character offsets into the prompt.
+fn read_spans(path: &Path) -> Result<Vec<(usize, usize)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let spans: Vec<(usize, usize)> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected [[start, end], ...] (character offsets into the prompt)",
+            path.display()
+        )
+    })?;
+    if spans.is_empty() {
+        bail!("{}: no spans", path.display());
+    }
+    Ok(spans)
 }
 
 fn default_targets(a: &AttributeArgs) -> Targets {
@@ -219,6 +235,12 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         }
     }
 
+    let unit = match (&a.unit_spans, a.unit) {
+        (Some(p), _) => reagent::result::Unit::Spans(read_spans(p)?),
+        (None, UnitArg::Token) => reagent::result::Unit::Token,
+        (None, UnitArg::Word) => reagent::result::Unit::Word,
+        (None, UnitArg::Sentence) => reagent::result::Unit::Sentence,
+    };
     let kind = reagent::MethodKind::from_name(a.method.trim())?;
     let model = super::load_model(&a.model)?;
     let model_args_k = a.model.top_logprobs;
@@ -228,7 +250,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         !a.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal();
     let heatmap = Heatmap {
         color,
-        words: a.words.is_some(),
+        words: a.words.is_some() || unit != reagent::result::Unit::Token,
         top: 5,
     };
     let pb = if a.quiet {
@@ -285,6 +307,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         if let Some(c) = &job.contrast {
             plan = plan.with_contrast(&model, c).with_context(what)?;
         }
+        plan = plan.with_units(unit.clone()).with_context(what)?;
         let mut result = attribute(&model, method.as_ref(), plan, bar.as_ref())?;
         n_targets += result.targets.len();
         total_s += result.wall_s;

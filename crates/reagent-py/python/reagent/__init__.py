@@ -347,6 +347,8 @@ class Model:
         shap_samples: int = 5,
         shap_stdev: float = 0.1,
         words: Optional[str] = None,
+        unit: str = "token",
+        unit_spans: Optional[Sequence[Sequence[int]]] = None,
         progress: ProgressArg = True,
     ) -> Attribution:
         """Score every context token's importance for each target token.
@@ -356,7 +358,10 @@ class Model:
         ``contrast`` explains ``p(target) - p(contrast)``. ``method`` is one of
         :func:`methods`. ``preset`` (``inseq``, ``paper-token`` or ``mask-diff``) sets
         ReAGent's hyperparameters, which the keywords then override; ``None`` keeps the
-        preset's value. ``words`` (``sum`` or ``max``) adds word-level scores. ``progress``:
+        preset's value. ``words`` (``sum`` or ``max``) adds word-level scores. ``unit``
+        (``word`` or ``sentence``) or ``unit_spans`` (character spans of the prompt) makes each
+        unit one feature: ReAGent and occlusion replace it whole, other methods' token scores
+        are summed; the unit scores are in :attr:`Attribution.words`. ``progress``:
         True for a tqdm bar (when tqdm is installed), False for none, or a callable that gets
         ``("target", index, total, text)`` and ``("step", step, max_steps, converged, probes)``.
         """
@@ -387,6 +392,8 @@ class Model:
             shap_samples=shap_samples,
             shap_stdev=shap_stdev,
             words=words,
+            unit=unit,
+            unit_spans=[list(s) for s in unit_spans] if unit_spans is not None else None,
         )
         cb, bar = _progress(progress, "target")
         try:

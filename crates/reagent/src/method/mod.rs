@@ -239,6 +239,93 @@ impl TargetScores {
     }
 }
 
+/// Features larger than a token: each unit is a set of context positions that perturbation
+/// methods replace together (a word, a sentence, a document of a RAG prompt). Positions in no
+/// unit (a chat template, special tokens) are never replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Units {
+    groups: Vec<Vec<usize>>,
+    context_len: usize,
+}
+
+impl Units {
+    /// Units over a context of `context_len` positions: each group non-empty, within the
+    /// context, and no position in two groups.
+    pub fn new(groups: Vec<Vec<usize>>, context_len: usize) -> crate::Result<Self> {
+        if groups.is_empty() {
+            return Err(crate::Error::input("units: the context has no unit to attribute"));
+        }
+        let mut seen = vec![false; context_len];
+        for (u, g) in groups.iter().enumerate() {
+            if g.is_empty() {
+                return Err(crate::Error::input(format!("units: unit {u} is empty")));
+            }
+            for &i in g {
+                if i >= context_len {
+                    return Err(crate::Error::input(format!(
+                        "units: unit {u} names position {i}, outside the context of {context_len}"
+                    )));
+                }
+                if std::mem::replace(&mut seen[i], true) {
+                    return Err(crate::Error::input(format!(
+                        "units: position {i} is in two units"
+                    )));
+                }
+            }
+        }
+        Ok(Units {
+            groups,
+            context_len,
+        })
+    }
+
+    /// Every position its own unit: token level.
+    pub fn tokens(context_len: usize) -> Self {
+        Units {
+            groups: (0..context_len).map(|i| vec![i]).collect(),
+            context_len,
+        }
+    }
+
+    /// How many units.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    pub fn groups(&self) -> &[Vec<usize>] {
+        &self.groups
+    }
+
+    pub fn context_len(&self) -> usize {
+        self.context_len
+    }
+
+    /// A mask over units as a mask over positions (positions in no unit stay unreplaced).
+    pub fn expand(&self, unit_mask: &[bool]) -> Vec<bool> {
+        let mut m = vec![false; self.context_len];
+        for (g, &on) in self.groups.iter().zip(unit_mask) {
+            if on {
+                for &i in g {
+                    m[i] = true;
+                }
+            }
+        }
+        m
+    }
+
+    /// Token scores summed over each unit.
+    pub fn sum(&self, token_scores: &[f32]) -> Vec<f32> {
+        self.groups
+            .iter()
+            .map(|g| g.iter().map(|&i| token_scores[i]).sum())
+            .collect()
+    }
+}
+
 /// Where long-running methods report progress. The CLI draws a progress bar; the library
 /// draws nothing.
 pub trait Progress: Sync {
@@ -292,6 +379,21 @@ pub trait Attributor: Send + Sync {
         _model: &dyn CausalLm,
         _context: &[u32],
         _goal: Goal,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        None
+    }
+
+    /// Unit-level attribution: one score per unit of `units`, each perturbed as a whole, for
+    /// the goal (a target, or a target against a contrast). Methods without a unit form return
+    /// `None`; the pipeline then sums their token scores over each unit.
+    fn attribute_units(
+        &self,
+        _model: &dyn CausalLm,
+        _context: &[u32],
+        _goal: Goal,
+        _units: &Units,
         _index: usize,
         _progress: &dyn Progress,
     ) -> Option<Result<TargetScores>> {

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::gradient::{baseline, inputs, unk_kept_token, values, Attributed, Baseline};
 use super::{
     score_rows_for, Attributor, Goal, LmTarget, MethodKind, NextTokenFn, Progress, TargetScores,
+    Units,
 };
 use crate::model::CausalLm;
 use crate::Result;
@@ -71,10 +72,35 @@ impl Occlusion {
         context: &[u32],
         goal: impl Into<Goal>,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let goal = goal.into();
+        self.unit_drops(model, context, goal.into(), None)
+    }
+
+    /// The drops of occluding each unit as a whole (each token, without units).
+    fn unit_drops(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        units: Option<&Units>,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        let tokens;
+        let units = match units {
+            Some(u) => u,
+            None => {
+                tokens = Units::tokens(context.len());
+                &tokens
+            }
+        };
+        if units.context_len() != context.len() {
+            return Err(crate::Error::input(format!(
+                "units cover {} positions, the context has {}",
+                units.context_len(),
+                context.len()
+            )));
+        }
         if let (Baseline::Unk, Some(unk)) = (self.baseline, self.unk) {
             let kept = unk_kept_token(model.info());
-            return Self::id_drops(&LmTarget(model), unk, kept, context, goal);
+            return Self::id_drops(&LmTarget(model), unk, kept, context, goal, units);
         }
         if !model.capabilities().weights {
             return Err(crate::Error::Unsupported(
@@ -83,7 +109,7 @@ impl Occlusion {
                     .into(),
             ));
         }
-        let d = self.embedding_drops(model, context, goal)?;
+        let d = self.embedding_drops_of(model, context, goal, units)?;
         let zeros = vec![0.0; d.len()];
         Ok((d, zeros))
     }
@@ -96,20 +122,23 @@ impl Occlusion {
         kept: Option<u32>,
         context: &[u32],
         goal: Goal,
+        units: &Units,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
-        let l = context.len();
-        let row = |i: Option<usize>| -> Vec<u32> {
+        let (l, n) = (context.len(), units.len());
+        let row = |u: Option<usize>| -> Vec<u32> {
             let mut c = context.to_vec();
-            if let Some(i) = i {
-                if Some(c[i]) != kept {
-                    c[i] = unk;
+            if let Some(u) = u {
+                for &i in &units.groups()[u] {
+                    if Some(c[i]) != kept {
+                        c[i] = unk;
+                    }
                 }
             }
             c
         };
-        let mut p = Vec::with_capacity(l + 1);
+        let mut p = Vec::with_capacity(n + 1);
         let rows = super::rows_for(l);
-        let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
+        let all: Vec<Option<usize>> = std::iter::once(None).chain((0..n).map(Some)).collect();
         for chunk in all.chunks(rows) {
             let ctx: Vec<Vec<u32>> = chunk.iter().map(|&i| row(i)).collect();
             p.extend(score_rows_for(f, &ctx, &goal.ids(), |_, lp| {
@@ -127,14 +156,35 @@ impl Occlusion {
         context: &[u32],
         goal: impl Into<Goal>,
     ) -> Result<Vec<f32>> {
-        let goal = goal.into();
-        let l = context.len();
+        self.embedding_drops_of(model, context, goal.into(), &Units::tokens(context.len()))
+    }
+
+    fn embedding_drops_of(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        units: &Units,
+    ) -> Result<Vec<f32>> {
+        let (l, n) = (context.len(), units.len());
         let x = inputs(model, context)?;
         let b = baseline(self.baseline, model, context, &x.embeds, self.unk)?;
-        let build = |i: Option<usize>| -> Result<Tensor> {
-            let Some(i) = i else {
+        let single = units.groups().iter().all(|g| g.len() == 1);
+        let build = |u: Option<usize>| -> Result<Tensor> {
+            let Some(u) = u else {
                 return Ok(x.embeds.clone());
             };
+            if !single {
+                // A unit of several positions: the baseline where the unit is, by a mask.
+                let mut m = vec![0u8; l];
+                for &i in &units.groups()[u] {
+                    m[i] = 1;
+                }
+                let mask = Tensor::from_vec(m, (1, l, 1), x.embeds.device())?
+                    .broadcast_as(x.embeds.shape())?;
+                return Ok(mask.where_cond(&b, &x.embeds)?);
+            }
+            let i = units.groups()[u][0];
             let mut parts = Vec::with_capacity(3);
             if i > 0 {
                 parts.push(x.embeds.narrow(1, 0, i)?);
@@ -145,8 +195,8 @@ impl Occlusion {
             }
             Ok(Tensor::cat(&parts, 1)?)
         };
-        let all: Vec<Option<usize>> = std::iter::once(None).chain((0..l).map(Some)).collect();
-        let mut p = Vec::with_capacity(l + 1);
+        let all: Vec<Option<usize>> = std::iter::once(None).chain((0..n).map(Some)).collect();
+        let mut p = Vec::with_capacity(n + 1);
         for chunk in all.chunks(super::rows_for(l)) {
             let rows: Vec<Tensor> = chunk.iter().map(|&i| build(i)).collect::<Result<_>>()?;
             p.extend(values(
@@ -181,7 +231,8 @@ impl Attributor for Occlusion {
             (Baseline::Unk, Some(unk)) => unk,
             _ => return None,
         };
-        Some(Self::id_drops(f, unk, self.kept, context, target.into()).map(scores))
+        let units = Units::tokens(context.len());
+        Some(Self::id_drops(f, unk, self.kept, context, target.into(), &units).map(scores))
     }
 
     fn attribute_contrastive(
@@ -193,6 +244,18 @@ impl Attributor for Occlusion {
         _progress: &dyn Progress,
     ) -> Option<Result<TargetScores>> {
         Some(self.drops_bounded(model, context, goal).map(scores))
+    }
+
+    fn attribute_units(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        units: &Units,
+        _index: usize,
+        _progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(self.unit_drops(model, context, goal, Some(units)).map(scores))
     }
 
     fn attribute(

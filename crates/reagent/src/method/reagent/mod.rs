@@ -50,7 +50,9 @@ pub use sampler::{
 pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
-use super::{score_rows_for, Attributor, Goal, MethodKind, NextTokenFn, Progress, TargetScores};
+use super::{
+    score_rows_for, Attributor, Goal, MethodKind, NextTokenFn, Progress, TargetScores, Units,
+};
 use crate::model::{CausalLm, LoadedMaskedModel, LoadedModel};
 use crate::{Error, Result};
 
@@ -519,6 +521,7 @@ impl Reagent {
         &self,
         replacer: &dyn Replacer,
         context: &[u32],
+        units: Option<&Units>,
         active: &[usize],
         step: usize,
         rngs: &mut [ChaCha8Rng],
@@ -531,15 +534,19 @@ impl Reagent {
                 phase: Phase::Update,
                 rng: &mut rngs[p],
             };
-            masks.push(replacer.choose(context.len(), &mut d));
+            masks.push(replacer.choose(features(context, units), &mut d));
         }
-        let xs = self.sample(context, &masks, active, step, Phase::Update, rngs)?;
+        let xs = self.sample(context, units, &masks, active, step, Phase::Update, rngs)?;
         Ok(masks.into_iter().zip(xs).collect())
     }
 
+    /// The perturbed contexts of `masks` (over units, when there are units: each unit's
+    /// positions are replaced together).
+    #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,
         context: &[u32],
+        units: Option<&Units>,
         masks: &[Vec<bool>],
         active: &[usize],
         step: usize,
@@ -557,7 +564,13 @@ impl Reagent {
                 rng,
             })
             .collect();
-        self.sampler.sample(context, masks, &mut draws)
+        match units {
+            None => self.sampler.sample(context, masks, &mut draws),
+            Some(u) => {
+                let expanded: Vec<Vec<bool>> = masks.iter().map(|m| u.expand(m)).collect();
+                self.sampler.sample(context, &expanded, &mut draws)
+            }
+        }
     }
 
     /// The change in prediction of one perturbed context.
@@ -572,6 +585,7 @@ impl Reagent {
         &self,
         f: &dyn NextTokenFn,
         context: &[u32],
+        units: Option<&Units>,
         goal: Goal,
         p0: f32,
         index: usize,
@@ -590,7 +604,7 @@ impl Reagent {
                 .iter()
                 .map(|&p| {
                     replacer.choose(
-                        context.len(),
+                        features(context, units),
                         &mut Draw {
                             probe: p,
                             step: 0,
@@ -600,7 +614,7 @@ impl Reagent {
                     )
                 })
                 .collect();
-            let xs = self.sample(context, &masks, &ids, 0, Phase::Pilot, &mut rngs)?;
+            let xs = self.sample(context, units, &masks, &ids, 0, Phase::Pilot, &mut rngs)?;
             let mut ps = score_rows_for(f, &xs, &goal.ids(), |_, row| goal.value(row))?;
             rows_used += ps.len();
             ps.sort_by(f32::total_cmp);
@@ -635,7 +649,31 @@ impl Reagent {
         index: usize,
         progress: &dyn Progress,
     ) -> Result<Trace> {
+        self.trace_units(f, context, goal, None, index, progress)
+    }
+
+    /// [`Reagent::trace_goal`] over units: each unit of `units` is one feature, replaced as a
+    /// whole; positions in no unit are never replaced. The trace's scores are per unit. With
+    /// `None` (or every position its own unit) this is the token-level run, draw for draw.
+    pub fn trace_units(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        goal: Goal,
+        units: Option<&Units>,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Result<Trace> {
         let target = goal.target;
+        if let Some(u) = units {
+            if u.context_len() != context.len() {
+                return Err(Error::input(format!(
+                    "units cover {} positions, the context has {}",
+                    u.context_len(),
+                    context.len()
+                )));
+            }
+        }
         if goal.contrast.is_some() && self.cfg.objective == Objective::TotalVariation {
             return Err(Error::input(
                 "the total-variation objective has no contrastive form; use target_prob",
@@ -649,10 +687,11 @@ impl Reagent {
                 )));
             }
         }
-        let (l, n_probes) = (context.len(), self.cfg.probes);
-        if l == 0 {
+        if context.is_empty() {
             return Err(Error::input("ReAGent needs at least one context token"));
         }
+        // The features: tokens, or units.
+        let (l, n_probes) = (features(context, units), self.cfg.probes);
         if target as usize >= f.vocab_size() {
             return Err(Error::input(format!(
                 "target id {target} is outside the vocabulary of {} ids",
@@ -669,7 +708,7 @@ impl Reagent {
         };
         let adaptive;
         let replacer: &dyn Replacer = if cfg.adaptive_ratio {
-            let (r, used) = self.pilot_ratio(f, context, goal, p0, index)?;
+            let (r, used) = self.pilot_ratio(f, context, units, goal, p0, index)?;
             rows_used += used;
             adaptive = Bernoulli { ratio: r };
             &adaptive
@@ -701,7 +740,7 @@ impl Reagent {
 
         // Step 1's update on its own; afterwards each forward pairs step t's stopping test with
         // step t+1's update.
-        let updates = self.draw_updates(replacer, context, &active, 1, &mut rngs)?;
+        let updates = self.draw_updates(replacer, context, units, &active, 1, &mut rngs)?;
         let xs: Vec<Vec<u32>> = updates.iter().map(|(_, x)| x.clone()).collect();
         let ds = score_rows_for(f, &xs, &goal.ids(), |_, row| {
             self.delta(p0, &probs0, row, goal)
@@ -732,13 +771,21 @@ impl Reagent {
                         m
                     })
                     .collect();
-                self.sample(context, &masks, &active, step, Phase::StopTest, &mut rngs)?
+                self.sample(
+                    context,
+                    units,
+                    &masks,
+                    &active,
+                    step,
+                    Phase::StopTest,
+                    &mut rngs,
+                )?
             } else {
                 Vec::new()
             };
             let n_tests = batch.len();
             let next = if more {
-                self.draw_updates(replacer, context, &active, step + 1, &mut rngs)?
+                self.draw_updates(replacer, context, units, &active, step + 1, &mut rngs)?
             } else {
                 Vec::new()
             };
@@ -840,6 +887,11 @@ impl Reagent {
             replacing_ratio: cfg.adaptive_ratio.then_some(replacer_ratio(replacer)),
         })
     }
+}
+
+/// How many features a run perturbs: the context's tokens, or its units.
+fn features(context: &[u32], units: Option<&Units>) -> usize {
+    units.map_or(context.len(), Units::len)
 }
 
 /// The ridge penalty of the regression read-out, per row (small: it only keeps the system
@@ -977,6 +1029,25 @@ impl Attributor for Reagent {
         Some(self.scores(&super::LmTarget(model), context, goal, index, progress))
     }
 
+    fn attribute_units(
+        &self,
+        model: &dyn CausalLm,
+        context: &[u32],
+        goal: Goal,
+        units: &Units,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Option<Result<TargetScores>> {
+        Some(self.unit_scores(
+            &super::LmTarget(model),
+            context,
+            goal,
+            Some(units),
+            index,
+            progress,
+        ))
+    }
+
     fn attribute(
         &self,
         model: &dyn CausalLm,
@@ -1005,7 +1076,19 @@ impl Reagent {
         index: usize,
         progress: &dyn Progress,
     ) -> Result<TargetScores> {
-        let t = self.trace_goal(f, context, goal, index, progress)?;
+        self.unit_scores(f, context, goal, None, index, progress)
+    }
+
+    fn unit_scores(
+        &self,
+        f: &dyn NextTokenFn,
+        context: &[u32],
+        goal: Goal,
+        units: Option<&Units>,
+        index: usize,
+        progress: &dyn Progress,
+    ) -> Result<TargetScores> {
+        let t = self.trace_units(f, context, goal, units, index, progress)?;
         Ok(TargetScores {
             steps: Some(t.steps),
             converged_probes: Some(t.converged_probes()),
