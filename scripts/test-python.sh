@@ -14,5 +14,7 @@ export PATH="$PWD/$venv/bin:$PATH"
 # just installed builds it, into the workspace's target folder (shared with cargo).
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation \
   --no-deps --force-reinstall ./crates/reagent-py
-[ -x target/release/reagent ] || cargo build --release
-REAGENT_BIN="$PWD/target/release/reagent" "$venv/bin/python" -m pytest -q crates/reagent-py/tests "$@"
+# The CLI the tests compare with (cargo's target folder may be elsewhere: CARGO_TARGET_DIR).
+bin="$(realpath -m "${CARGO_TARGET_DIR:-target}")/release/reagent"
+[ -x "$bin" ] || cargo build --release
+REAGENT_BIN="$bin" "$venv/bin/python" -m pytest -q crates/reagent-py/tests "$@"
