@@ -173,13 +173,20 @@ impl Html {
             "<details><summary>configuration</summary><pre>{}</pre></details>",
             esc(&serde_json::to_string_pretty(cfg)?)
         )?;
-        let unit_toggle = if r.words.is_some() {
-            format!(
-                " · view: <label><input type=\"radio\" name=\"unit{n}\" value=\"token\" checked> tokens</label> \
-                 <label><input type=\"radio\" name=\"unit{n}\" value=\"word\"> words</label>"
-            )
-        } else {
-            String::new()
+        let unit_toggle = match &r.words {
+            Some(ws) => {
+                // `--words`, or the unit of `--unit` (word, sentence, spans).
+                let label = match ws.unit.as_deref() {
+                    None | Some("word") => "words",
+                    Some("sentence") => "sentences",
+                    Some(_) => "spans",
+                };
+                format!(
+                    " · view: <label><input type=\"radio\" name=\"unit{n}\" value=\"token\" checked> tokens</label> \
+                     <label><input type=\"radio\" name=\"unit{n}\" value=\"word\"> {label}</label>"
+                )
+            }
+            None => String::new(),
         };
         writeln!(
             w,
@@ -287,6 +294,26 @@ mod tests {
         if let Ok(p) = std::env::var("REAGENT_HTML_SAMPLE") {
             std::fs::write(p, &out).unwrap();
         }
+    }
+
+    /// The unit toggle names the unit of `--unit`.
+    #[test]
+    fn the_toggle_names_the_unit() {
+        use crate::result::{Word, WordAggregation, WordScores};
+        let mut r = synthetic(4, 1);
+        r.words = Some(WordScores {
+            aggregation: WordAggregation::Sum,
+            unit: Some("sentence".into()),
+            perturbed: true,
+            words: vec![Word {
+                text: " w0 w1 w2 w3".into(),
+                tokens: (0, 4),
+            }],
+            scores: vec![vec![1.0]],
+        });
+        assert!(Html.page(&[r.clone()]).contains("> sentences</label>"));
+        r.words.as_mut().unwrap().unit = None;
+        assert!(Html.page(&[r]).contains("> words</label>"));
     }
 
     #[test]
