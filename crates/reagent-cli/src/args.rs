@@ -302,7 +302,12 @@ pub struct AttributeArgs {
     /// the tokenizer). ReAGent and occlusion replace each unit as a whole (40 sentences are 40
     /// features); other methods' token scores are summed per unit. Special tokens (BOS) belong
     /// to no unit and are never replaced.
-    #[arg(long, value_enum, default_value = "token", conflicts_with = "unit_spans")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "token",
+        conflicts_with = "unit_spans"
+    )]
     pub unit: UnitArg,
 
     /// Units given as character spans of the prompt, e.g. the documents of a RAG prompt: a JSON
@@ -310,6 +315,21 @@ pub struct AttributeArgs {
     /// score 0.
     #[arg(long, value_name = "FILE")]
     pub unit_spans: Option<PathBuf>,
+
+    /// Wrap the prompt in the model's chat template as one user turn, with the assistant's turn
+    /// opened (as transformers' apply_chat_template with add_generation_prompt). The template's
+    /// tokens are never replaced and are hidden in the heatmap (see --show-template).
+    #[arg(long)]
+    pub chat: bool,
+
+    /// With --chat: a Jinja chat template file to use instead of the model's (for a model
+    /// whose files carry none).
+    #[arg(long, value_name = "FILE", requires = "chat")]
+    pub chat_template: Option<PathBuf>,
+
+    /// With --chat: show the template's tokens in the heatmap.
+    #[arg(long, requires = "chat")]
+    pub show_template: bool,
 
     /// No colours in the heatmap (also when NO_COLOR is set or stdout is not a terminal).
     #[arg(long)]

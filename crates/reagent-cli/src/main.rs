@@ -21,10 +21,18 @@ fn main() -> ExitCode {
             {
                 e.exit();
             }
-            // One line: clap's first line, without its usage block.
+            // One line: clap's message up to its usage block (a list of missing arguments
+            // continues on the next lines), joined.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+            let mut line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            if line.is_empty() {
+                line.push("error: invalid arguments");
+            }
+            eprintln!("{} (see --help)", line.join(" "));
             return ExitCode::from(2);
         }
     };

@@ -1213,8 +1213,20 @@ fn units_from_the_command_line() {
     let llama = tiny("llama_tied");
     let prompt = "The cat sat. The dog ran. Then the";
     let out = ok(&reagent(&[
-        "attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--method", "occlusion",
-        "--unit", "sentence", "--json", "-", "-q",
+        "attribute",
+        "-m",
+        &llama,
+        "-p",
+        prompt,
+        "-t",
+        " mat",
+        "--method",
+        "occlusion",
+        "--unit",
+        "sentence",
+        "--json",
+        "-",
+        "-q",
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let w = &v["words"];
@@ -1224,8 +1236,18 @@ fn units_from_the_command_line() {
     assert_eq!(w["scores"][0].as_array().unwrap().len(), 3);
     // The heatmap shows the sentences.
     let text = ok(&reagent(&[
-        "attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--method", "occlusion",
-        "--unit", "sentence", "-q",
+        "attribute",
+        "-m",
+        &llama,
+        "-p",
+        prompt,
+        "-t",
+        " mat",
+        "--method",
+        "occlusion",
+        "--unit",
+        "sentence",
+        "-q",
     ]));
     assert!(text.contains("The cat sat."), "{text}");
     // Spans: the second sentence only; everything else is kept and scores 0.
@@ -1234,8 +1256,20 @@ fn units_from_the_command_line() {
     let spans = dir.join("spans.json");
     std::fs::write(&spans, "[[13, 25]]").unwrap();
     let out = ok(&reagent(&[
-        "attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--method", "occlusion",
-        "--unit-spans", spans.to_str().unwrap(), "--json", "-", "-q",
+        "attribute",
+        "-m",
+        &llama,
+        "-p",
+        prompt,
+        "-t",
+        " mat",
+        "--method",
+        "occlusion",
+        "--unit-spans",
+        spans.to_str().unwrap(),
+        "--json",
+        "-",
+        "-q",
     ]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["words"]["unit"], "spans");
@@ -1249,28 +1283,115 @@ fn units_from_the_command_line() {
     // Tokens of the first sentence (and BOS) and of the third (" Then" starts at the space
     // before it, 25) are outside the span.
     let mut outside = 0;
-    for (i, t) in v["tokens"].as_array().unwrap().iter().enumerate().take(scores.len()) {
+    for (i, t) in v["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .take(scores.len())
+    {
         let (start, end) = (t["start"].as_u64().unwrap(), t["end"].as_u64().unwrap());
         if end <= 13 || start >= 25 {
             outside += 1;
-            assert_eq!(scores[i], 0.0, "token {i} {t} outside the span scored {}", scores[i]);
+            assert_eq!(
+                scores[i], 0.0,
+                "token {i} {t} outside the span scored {}",
+                scores[i]
+            );
         }
     }
     assert!(outside >= 4, "{outside}");
     assert!(scores.iter().any(|s| *s > 0.0));
     std::fs::write(&spans, "[[0, 5], [3, 9]]").unwrap();
     fails(
-        &["attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--unit-spans", spans.to_str().unwrap()],
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            prompt,
+            "-t",
+            " mat",
+            "--unit-spans",
+            spans.to_str().unwrap(),
+        ],
         "overlap",
     );
     std::fs::write(&spans, "{\"a\": 1}").unwrap();
     fails(
-        &["attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--unit-spans", spans.to_str().unwrap()],
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            prompt,
+            "-t",
+            " mat",
+            "--unit-spans",
+            spans.to_str().unwrap(),
+        ],
         "expected [[start, end], ...]",
     );
     fails(
-        &["attribute", "-m", &llama, "-p", prompt, "-t", " mat", "--unit", "word", "--words", "sum"],
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            prompt,
+            "-t",
+            " mat",
+            "--unit",
+            "word",
+            "--words",
+            "sum",
+        ],
         "cannot be used with",
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--chat`: a model without a template is one line; `--chat-template FILE` gives one; the
+/// template's tokens are hidden in the heatmap unless `--show-template`, and marked in the JSON.
+#[test]
+fn chat_from_the_command_line() {
+    let llama = tiny("llama_tied");
+    let base = [
+        "attribute",
+        "-m",
+        &llama,
+        "-p",
+        "The cat sat on the",
+        "-t",
+        " mat",
+        "--method",
+        "occlusion",
+    ];
+    let mut args = base.to_vec();
+    args.push("--chat");
+    fails(&args, "carry no chat template");
+    let dir = std::env::temp_dir().join(format!("reagent-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tpl = dir.join("chat.jinja");
+    std::fs::write(
+        &tpl,
+        "<|im_start|>user\n{{ messages[0]['content'] }}<|im_end|>\n{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    )
+    .unwrap();
+    args.extend(["--chat-template", tpl.to_str().unwrap(), "-q"]);
+    let shown = ok(&reagent(&args));
+    assert!(!shown.contains("im_start"), "{shown}");
+    let mut with = args.clone();
+    with.push("--show-template");
+    assert!(ok(&reagent(&with)).contains("im_start"));
+    let mut json = args.clone();
+    json.extend(["--json", "-"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&reagent(&json))).unwrap();
+    let tokens = v["tokens"].as_array().unwrap();
+    assert_eq!(tokens[0]["template"], true);
+    assert!(tokens.iter().any(|t| t.get("template").is_none()));
+    let mut bad = base.to_vec();
+    bad.extend(["--chat-template", "/nonexistent/chat.jinja"]);
+    fails(&bad, "--chat");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -19,8 +19,8 @@ use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use reagent::eval::datasets::Dataset;
 use reagent::eval::runner::{self, EvalConfig, EvalProgress, NamedMethod};
-use reagent::method::registry::{self, MethodSettings};
 use reagent::method::reagent::SamplerKind;
+use reagent::method::registry::{self, MethodSettings};
 use reagent::{JobProgress, LoadOptions, LoadedModel, MethodKind, Plan, Progress, Targets};
 use serde_json::{Map, Value};
 
@@ -286,11 +286,9 @@ fn settings(
     let mlm = take_str(o, "mlm")?;
     let s = MethodSettings::from_options(&preset, o).map_err(py_err)?;
     match (s.sampler == SamplerKind::Mlm, &mlm) {
-        (true, None) => {
-            return Err(bad(
-                "sampler 'mlm' needs mlm= (a masked LM such as a distilroberta-base folder or hub id)",
-            ))
-        }
+        (true, None) => return Err(bad(
+            "sampler 'mlm' needs mlm= (a masked LM such as a distilroberta-base folder or hub id)",
+        )),
         (false, Some(_)) => return Err(bad("mlm is only used with sampler='mlm'")),
         _ => {}
     }
@@ -317,9 +315,23 @@ impl Model {
         if spec.trim().is_empty() {
             return Err(bad("the model spec is empty"));
         }
+        let template = take_str(&mut o, "chat_template")?;
         let plan = load_plan(&spec, &mut o)?;
         let progress = PyProgress::new(None);
-        let m = run_detached(py, &progress, move || plan.load())?;
+        let m = run_detached(py, &progress, move || {
+            let mut m = plan.load()?;
+            if let Some(path) = template {
+                let t = std::fs::read_to_string(&path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        reagent::Error::NotFound(format!("{path}: no such chat template file"))
+                    } else {
+                        reagent::Error::input(format!("{path}: {e}"))
+                    }
+                })?;
+                m.tokenizer = m.tokenizer.clone().with_chat_template(t);
+            }
+            Ok(m)
+        })?;
         Ok(Model { inner: Arc::new(m) })
     }
 
@@ -400,11 +412,18 @@ impl Model {
         let max_new = take_usize(&mut o, "max_new_tokens")?;
         let contrast = take_str(&mut o, "contrast")?;
         let words = take_str(&mut o, "words")?;
+        let chat = match o.remove("chat") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(bad("chat must be True or False")),
+        };
         let unit = take_str(&mut o, "unit")?;
         let unit = match (unit.as_deref(), o.remove("unit_spans")) {
             (_, Some(Value::Array(spans))) => {
                 let spans: Vec<(usize, usize)> = serde_json::from_value(Value::Array(spans))
-                    .map_err(|_| bad("unit_spans must be a list of (start, end) character offsets"))?;
+                    .map_err(|_| {
+                        bad("unit_spans must be a list of (start, end) character offsets")
+                    })?;
                 if spans.is_empty() {
                     return Err(bad("unit_spans is empty"));
                 }
@@ -415,7 +434,9 @@ impl Model {
             }
             (_, Some(Value::Null)) | (None | Some("token"), None) => reagent::result::Unit::Token,
             (_, Some(_)) => {
-                return Err(bad("unit_spans must be a list of (start, end) character offsets"))
+                return Err(bad(
+                    "unit_spans must be a list of (start, end) character offsets",
+                ))
             }
             (Some("word"), None) => reagent::result::Unit::Word,
             (Some("sentence"), None) => reagent::result::Unit::Sentence,
@@ -426,7 +447,9 @@ impl Model {
             }
         };
         if words.is_some() && unit != reagent::result::Unit::Token {
-            return Err(bad("words applies to token-level results; give words or unit, not both"));
+            return Err(bad(
+                "words applies to token-level results; give words or unit, not both",
+            ));
         }
         let targets = match (target, max_new) {
             (Some(_), Some(_)) => return Err(bad("give target or max_new_tokens, not both")),
@@ -450,9 +473,17 @@ impl Model {
         let progress = PyProgress::new(progress);
         let pr = &progress;
         run_detached(py, &progress, move || {
-            let mlm = if kind == MethodKind::Reagent { mlm } else { None };
+            let mlm = if kind == MethodKind::Reagent {
+                mlm
+            } else {
+                None
+            };
             let method = registry::build(kind, &s, &m, mlm.as_ref())?;
-            let mut plan = Plan::new(&m, &prompt, &targets)?;
+            let mut plan = if chat {
+                Plan::chat(&m, &prompt, &targets)?
+            } else {
+                Plan::new(&m, &prompt, &targets)?
+            };
             if let Some(c) = &contrast {
                 plan = plan.with_contrast(&m, c)?;
             }
@@ -504,11 +535,7 @@ fn evaluate(
     let variants = match o.remove("variants") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m,
-        Some(_) => {
-            return Err(bad(
-                "variants must be a dict of name -> dict of settings",
-            ))
-        }
+        Some(_) => return Err(bad("variants must be a dict of name -> dict of settings")),
     };
     if matches!(model.inner.source, reagent::ModelSource::Served(_)) {
         return Err(bad(
@@ -549,8 +576,8 @@ fn evaluate(
         };
         let mut merged = base.clone();
         merged.extend(own);
-        let (vs, vmlm) = settings(&mut merged)
-            .map_err(|e| bad(format!("variant {name}: {}", e.value(py))))?;
+        let (vs, vmlm) =
+            settings(&mut merged).map_err(|e| bad(format!("variant {name}: {}", e.value(py))))?;
         variant_settings.push((name, vs, vmlm));
     }
     let cfg = EvalConfig {
@@ -570,7 +597,11 @@ fn evaluate(
         let data = Dataset::read(path)?;
         let mut named = Vec::new();
         for k in kinds {
-            let mlm = if k == MethodKind::Reagent { mlm.as_ref() } else { None };
+            let mlm = if k == MethodKind::Reagent {
+                mlm.as_ref()
+            } else {
+                None
+            };
             named.push(NamedMethod::new(registry::build(k, &s, &m, mlm)?));
         }
         for (name, vs, vmlm) in &variant_settings {

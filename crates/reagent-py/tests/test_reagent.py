@@ -336,3 +336,25 @@ def test_sentence_units(smollm2):
         smollm2.attribute(prompt, " Paris", unit="paragraph", progress=False)
     with pytest.raises(ValueError, match="overlap"):
         smollm2.attribute(prompt, " Paris", method="occlusion", unit_spans=[(0, 10), (5, 20)], progress=False)
+
+
+def test_chat(smollm2, tmp_path):
+    prompt = "The capital of France is"
+    out = smollm2.attribute(prompt, " Paris", method="occlusion", chat=True, progress=False)
+    run = cli("attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", " Paris", "--method", "occlusion",
+              "--chat", "--json", "-", "-q")
+    assert run.returncode == 0, run.stderr
+    want = json.loads(run.stdout)
+    assert out.data["tokens"] == want["tokens"]
+    assert np.array_equal(out.scores[0, : out.targets[0].position], np.array(want["targets"][0]["scores"]))
+    template = [i for i, t in enumerate(out.data["tokens"]) if t.get("template")]
+    assert template and all(out.scores[0, i] == 0.0 for i in template if i < out.targets[0].position)
+    tiny_path = str(required(TINY))
+    with pytest.raises(ValueError, match="carry no chat template"):
+        reagent.load(tiny_path).attribute("a b", " c", chat=True, progress=False)
+    tpl = tmp_path / "chat.jinja"
+    tpl.write_text("<|im_start|>user\n{{ messages[0]['content'] }}<|im_end|>\n<|im_start|>assistant\n")
+    m = reagent.load(tiny_path, chat_template=tpl)
+    assert m.attribute("a b", " c", chat=True, method="occlusion", progress=False).data["tokens"][0]["template"]
+    with pytest.raises(FileNotFoundError):
+        reagent.load(tiny_path, chat_template=tmp_path / "missing.jinja")

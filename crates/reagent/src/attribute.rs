@@ -50,11 +50,45 @@ pub struct Plan {
 impl Plan {
     /// Tokenize `prompt` (with the model's special tokens, e.g. BOS) and fix the targets.
     pub fn new(model: &LoadedModel, prompt: &str, targets: &Targets) -> Result<Self> {
+        Self::encoded(model, prompt, true, targets)
+    }
+
+    /// The prompt as one user turn of the model's chat template, with the assistant's turn
+    /// opened (see [`crate::Tokenizer::apply_chat_template`]); the template's tokens are marked
+    /// `template` and never replaced. The rendered text is tokenized as it is (its BOS, if any,
+    /// comes from the template).
+    pub fn chat(model: &LoadedModel, prompt: &str, targets: &Targets) -> Result<Self> {
+        if prompt.trim().is_empty() {
+            return Err(Error::input("the prompt is empty"));
+        }
+        let (text, (a, b)) = model.tokenizer.apply_chat_template(prompt)?;
+        let mut plan = Self::encoded(model, &text, false, targets)?;
+        let chars: Vec<char> = plan.text.chars().collect();
+        for t in &mut plan.tokens[..plan.prompt_tokens] {
+            let anchor = (t.start..t.end.min(chars.len()))
+                .find(|&c| !chars[c].is_whitespace())
+                .unwrap_or(t.start);
+            t.template = t.special || t.start >= t.end || !(a <= anchor && anchor < b);
+        }
+        if plan.tokens[..plan.prompt_tokens].iter().all(|t| t.template) {
+            return Err(Error::input(
+                "the chat template left no token of the prompt",
+            ));
+        }
+        Ok(plan)
+    }
+
+    fn encoded(
+        model: &LoadedModel,
+        prompt: &str,
+        add_special: bool,
+        targets: &Targets,
+    ) -> Result<Self> {
         if prompt.trim().is_empty() {
             return Err(Error::input("the prompt is empty"));
         }
         let tok = &model.tokenizer;
-        let enc = tok.encode(prompt, true)?;
+        let enc = tok.encode(prompt, add_special)?;
         if enc.ids.is_empty() {
             return Err(Error::input("the prompt encodes to no tokens"));
         }
@@ -66,6 +100,7 @@ impl Plan {
             start,
             end,
             special: special.binary_search(&id).is_ok() || start == end,
+            template: false,
         };
         let mut tokens: Vec<Token> = enc
             .ids
@@ -80,7 +115,7 @@ impl Plan {
                     return Err(Error::input("the target text is empty"));
                 }
                 let text = format!("{prompt}{target}");
-                let full = tok.encode(&text, true)?;
+                let full = tok.encode(&text, add_special)?;
                 if full.ids.len() <= prompt_tokens || full.ids[..prompt_tokens] != enc.ids[..] {
                     return Err(Error::input(format!(
                         "the tokenizer cannot split {:?} + {:?} at the boundary: the prompt's last token merges with the \
@@ -197,7 +232,15 @@ impl Plan {
     /// The units of the context before token `pos`, cut at `pos`.
     fn units_before(&self, pos: usize) -> Result<Option<Units>> {
         if self.unit == Unit::Token {
-            return Ok(None);
+            // A chat template's tokens are never replaced: the other tokens are the units.
+            if !self.tokens[..pos].iter().any(|t| t.template) {
+                return Ok(None);
+            }
+            let groups = (0..pos)
+                .filter(|&i| !self.tokens[i].template)
+                .map(|i| vec![i])
+                .collect();
+            return Units::new(groups, pos).map(Some);
         }
         let groups = self
             .units
@@ -228,7 +271,9 @@ impl Plan {
             .iter()
             .map(|t| t.id)
             .collect();
-        let full = tok.encode(&format!("{prompt}{contrast}"), true)?;
+        // A chat plan's text carries its own special tokens.
+        let add_special = !self.tokens.iter().any(|t| t.template);
+        let full = tok.encode(&format!("{prompt}{contrast}"), add_special)?;
         if full.ids.len() <= self.prompt_tokens || full.ids[..self.prompt_tokens] != prompt_ids[..]
         {
             return Err(Error::input(format!(
@@ -254,6 +299,7 @@ impl Plan {
                     start: a.saturating_sub(offset),
                     end: b.saturating_sub(offset),
                     special: false,
+                    template: false,
                 })
                 .collect(),
         );

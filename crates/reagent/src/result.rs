@@ -22,6 +22,9 @@ pub struct Token {
     pub end: usize,
     /// Added by the tokenizer (BOS, ...) or a special token.
     pub special: bool,
+    /// Written by the chat template (`--chat`), not by the user: never replaced, shown apart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub template: bool,
 }
 
 /// The attribution of one target token.
@@ -205,7 +208,7 @@ pub fn segment(text: &str, tokens: &[Token], unit: &Unit) -> crate::Result<Vec<W
             return Ok(tokens
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| !t.special)
+                .filter(|(_, t)| !t.special && !t.template)
                 .map(|(i, t)| Word {
                     text: t.text.clone(),
                     tokens: (i, i + 1),
@@ -245,7 +248,7 @@ pub fn segment(text: &str, tokens: &[Token], unit: &Unit) -> crate::Result<Vec<W
     let mut owner: Vec<Option<usize>> = Vec::with_capacity(tokens.len());
     let mut last: Option<usize> = None;
     for t in tokens {
-        if t.special || t.start >= t.end {
+        if t.special || t.template || t.start >= t.end {
             owner.push(None);
             continue;
         }
@@ -254,7 +257,9 @@ pub fn segment(text: &str, tokens: &[Token], unit: &Unit) -> crate::Result<Vec<W
             Some(c) => ranges.iter().position(|&(a, b)| a <= c && c < b),
             // Spaces only: with the unit before (inside a span only if the span holds it).
             None => match unit {
-                Unit::Spans(_) => ranges.iter().position(|&(a, b)| a <= t.start && t.start < b),
+                Unit::Spans(_) => ranges
+                    .iter()
+                    .position(|&(a, b)| a <= t.start && t.start < b),
                 _ => last,
             },
         };
@@ -328,6 +333,7 @@ mod tests {
             start: 0,
             end: 0,
             special,
+            template: false,
         }
     }
 

@@ -34,6 +34,16 @@ pub struct Tokenizer {
     special: Vec<u32>,
     max_id: u32,
     unk: Option<u32>,
+    /// The model's chat template (Jinja), with the BOS and EOS texts it may use.
+    chat: Option<ChatTemplate>,
+}
+
+/// A chat template and the special-token texts templates refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatTemplate {
+    pub template: String,
+    pub bos_token: String,
+    pub eos_token: String,
 }
 
 /// Parse a `tokenizer.json` document. The syntax is checked first, and the tokenizers crate
@@ -67,7 +77,9 @@ impl Tokenizer {
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|v| v["model"]["unk_token"].as_str().map(String::from));
         let unk = from_config.or(from_model);
-        Ok(Self::wrap(inner).with_unk_token(unk.as_deref()))
+        let mut t = Self::wrap(inner).with_unk_token(unk.as_deref());
+        t.chat = chat_template_beside(path);
+        Ok(t)
     }
 
     /// Parse a `tokenizer.json` document.
@@ -93,7 +105,97 @@ impl Tokenizer {
             special,
             max_id,
             unk: None,
+            chat: None,
         }
+    }
+
+    /// The model's chat template, when its files carry one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
+    /// Use this chat template (Jinja source), e.g. for a model whose files carry none; the BOS
+    /// and EOS texts stay those the tokenizer declares.
+    pub fn with_chat_template(mut self, template: String) -> Self {
+        let (bos, eos) = match &self.chat {
+            Some(c) => (c.bos_token.clone(), c.eos_token.clone()),
+            None => (String::new(), String::new()),
+        };
+        self.chat = Some(ChatTemplate {
+            template,
+            bos_token: bos,
+            eos_token: eos,
+        });
+        self
+    }
+
+    /// Wrap `user` as one user turn in the chat template, with the assistant's turn opened
+    /// (`add_generation_prompt`), rendered as transformers' `apply_chat_template` renders it
+    /// (Jinja with `trim_blocks` and `lstrip_blocks`, `raise_exception`, Python's string
+    /// methods). Returns the text and the character span `[start, end)` of the user's content
+    /// in it (as the template wrote it: a `| trim` applies).
+    pub fn apply_chat_template(&self, user: &str) -> Result<(String, (usize, usize))> {
+        let Some(chat) = &self.chat else {
+            return Err(Error::input(
+                "this model's files carry no chat template (tokenizer.chat_template in a GGUF file, \
+                 chat_template in tokenizer_config.json or chat_template.jinja); give one (chat_template)",
+            ));
+        };
+        let render = |content: &str| -> Result<String> {
+            let mut env = minijinja::Environment::new();
+            env.set_syntax(
+                minijinja::syntax::SyntaxConfig::builder()
+                    .trim_blocks(true)
+                    .lstrip_blocks(true)
+                    .build()
+                    .map_err(|e| Error::input(format!("chat template: {e}")))?,
+            );
+            env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+            env.add_function(
+                "raise_exception",
+                |msg: String| -> std::result::Result<String, minijinja::Error> {
+                    Err(minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        msg,
+                    ))
+                },
+            );
+            let bad = |e: minijinja::Error| {
+                Error::input(format!(
+                    "chat template: {}",
+                    e.to_string().lines().next().unwrap_or("")
+                ))
+            };
+            env.add_template("chat", &chat.template).map_err(bad)?;
+            let t = env.get_template("chat").map_err(bad)?;
+            t.render(minijinja::context! {
+                messages => vec![minijinja::context! { role => "user", content => content }],
+                add_generation_prompt => true,
+                bos_token => chat.bos_token.clone(),
+                eos_token => chat.eos_token.clone(),
+            })
+            .map_err(bad)
+        };
+        let text = render(user)?;
+        // The content's place: render once with a marker for it; the text around the marker
+        // is the template's.
+        const MARK: &str = "\u{E000}reagent-content\u{E001}";
+        let marked = render(MARK)?;
+        let at = marked.find(MARK).ok_or_else(|| {
+            Error::input("chat template: the user's content does not appear in it")
+        })?;
+        let (before, after) = (&marked[..at], &marked[at + MARK.len()..]);
+        if !text.starts_with(before)
+            || !text.ends_with(after)
+            || text.len() < before.len() + after.len()
+        {
+            return Err(Error::input(
+                "chat template: the text around the user's content depends on the content",
+            ));
+        }
+        let start = before.chars().count();
+        let end = text.chars().count() - after.chars().count();
+        Ok((text, (start, end)))
     }
 
     /// The UNK token id, when the tokenizer declares one (GGUF `unknown_token_id`,
@@ -117,6 +219,18 @@ impl Tokenizer {
             .usize_opt("tokenizer.ggml.unknown_token_id")
             .map(|x| x as u32)
             .filter(|&x| x <= t.max_id);
+        if let Ok(template) = f.string("tokenizer.chat_template") {
+            let text = |key: &str| {
+                f.usize_opt(key)
+                    .and_then(|id| t.inner.id_to_token(id as u32))
+                    .unwrap_or_default()
+            };
+            t.chat = Some(ChatTemplate {
+                template,
+                bos_token: text("tokenizer.ggml.bos_token_id"),
+                eos_token: text("tokenizer.ggml.eos_token_id"),
+            });
+        }
         Ok(t)
     }
 
@@ -498,4 +612,39 @@ fn bos_template(bos: Option<u32>, tokens: &[String]) -> Result<Value> {
                  {"SpecialToken": {"id": t, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
         "special_tokens": {t.as_str(): {"id": t, "ids": [bos], "tokens": [t]}}
     }))
+}
+
+/// The chat template in the files beside a `tokenizer.json`: `chat_template.jinja`, else
+/// `tokenizer_config.json`'s `chat_template` (a string, or a list of named templates, of which
+/// the one named `default`), with its `bos_token` and `eos_token`.
+fn chat_template_beside(path: &Path) -> Option<ChatTemplate> {
+    let config: Value = std::fs::read_to_string(path.with_file_name("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let token = |key: &str| match &config[key] {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .unwrap_or("")
+            .to_string(),
+        _ => String::new(),
+    };
+    let template = std::fs::read_to_string(path.with_file_name("chat_template.jinja"))
+        .ok()
+        .or_else(|| match &config["chat_template"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(list) => list
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(String::from),
+            _ => None,
+        })?;
+    Some(ChatTemplate {
+        template,
+        bos_token: token("bos_token"),
+        eos_token: token("eos_token"),
+    })
 }

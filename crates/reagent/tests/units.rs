@@ -78,6 +78,7 @@ fn units_come_from_the_text_not_the_tokenizer() {
                 start,
                 end,
                 special: special.binary_search(&id).is_ok() || start == end,
+                template: false,
             })
             .collect();
         let plan = Plan2 { text, tokens };
@@ -90,7 +91,11 @@ fn units_come_from_the_text_not_the_tokenizer() {
         // Three sentences in the prompt; the target " Paris" continues the third.
         assert_eq!(sentences.len(), 3, "{name}: {sentences:?}");
         let last = sentences.last().unwrap();
-        assert_eq!(last.tokens.1, plan.tokens.len(), "{name}: the target joins the last sentence");
+        assert_eq!(
+            last.tokens.1,
+            plan.tokens.len(),
+            "{name}: the target joins the last sentence"
+        );
         // Special tokens (BOS) are in no unit.
         for w in &sentences {
             for t in &plan.tokens[w.tokens.0..w.tokens.1] {
@@ -100,8 +105,27 @@ fn units_come_from_the_text_not_the_tokenizer() {
         words_seen.push((name, words));
     }
     let want: Vec<String> = [
-        "My", "cousin", "moved", "to", "France", "last", "year", ".", "She", "loves", "the",
-        "food", "there", ".", "Yesterday", "she", "visited", "the", "capital", "city", ",",
+        "My",
+        "cousin",
+        "moved",
+        "to",
+        "France",
+        "last",
+        "year",
+        ".",
+        "She",
+        "loves",
+        "the",
+        "food",
+        "there",
+        ".",
+        "Yesterday",
+        "she",
+        "visited",
+        "the",
+        "capital",
+        "city",
+        ",",
         "Paris",
     ]
     .iter()
@@ -116,10 +140,18 @@ fn units_come_from_the_text_not_the_tokenizer() {
 fn spans_are_checked() {
     let m = tiny("llama");
     let plan = || Plan::new(&m, TEXT, &Targets::Text(" Paris".into())).unwrap();
-    let err = |spans: Vec<(usize, usize)>| plan().with_units(Unit::Spans(spans)).unwrap_err().to_string();
+    let err = |spans: Vec<(usize, usize)>| {
+        plan()
+            .with_units(Unit::Spans(spans))
+            .unwrap_err()
+            .to_string()
+    };
     assert!(err(vec![(0, 10), (5, 20)]).contains("overlap"));
     assert!(err(vec![(5, 5)]).contains("empty or outside"));
-    assert!(err(vec![(0, 500)]).contains("empty or outside") || err(vec![(0, 500)]).contains("past the prompt"));
+    assert!(
+        err(vec![(0, 500)]).contains("empty or outside")
+            || err(vec![(0, 500)]).contains("past the prompt")
+    );
     assert!(err(vec![(0, TEXT.chars().count() + 3)]).contains("past the prompt"));
     // Spans that hold no token's first character leave nothing to attribute.
     assert!(err(vec![(2, 3)]).contains("no spans"));
@@ -141,7 +173,9 @@ fn token_units_reproduce_the_token_level_run() {
         let sampler = build_sampler(SamplerKind::Uniform, &m, None, MlmPick::Argmax).unwrap();
         let r = Reagent::new(cfg, sampler).unwrap();
         let f = LmTarget(m.model.as_ref());
-        let tokens = r.trace_goal(&f, &context, target.into(), 3, &NoProgress).unwrap();
+        let tokens = r
+            .trace_goal(&f, &context, target.into(), 3, &NoProgress)
+            .unwrap();
         let units = Units::tokens(context.len());
         let unit = r
             .trace_units(&f, &context, target.into(), Some(&units), 3, &NoProgress)
@@ -189,7 +223,11 @@ impl NextTokenFn for Watch {
                 if c[FIXED] != self.context[FIXED] {
                     self.fixed_touched.store(true, Ordering::SeqCst);
                 }
-                let p0: f32 = if c[KEY] == self.context[KEY] { 0.9 } else { 0.05 };
+                let p0: f32 = if c[KEY] == self.context[KEY] {
+                    0.9
+                } else {
+                    0.05
+                };
                 let rest = (1.0 - p0) / 7.0;
                 (0..8)
                     .map(|i| if i == 0 { p0.ln() } else { rest.ln() })
@@ -210,7 +248,12 @@ fn reagent_replaces_whole_units_and_never_a_fixed_position() {
     };
     // Four units of the positions after FIXED: [1..4), [4..8) holds KEY, [8..10), [10..12).
     let units = Units::new(
-        vec![(1..4).collect(), (4..8).collect(), (8..10).collect(), (10..12).collect()],
+        vec![
+            (1..4).collect(),
+            (4..8).collect(),
+            (8..10).collect(),
+            (10..12).collect(),
+        ],
         context.len(),
     )
     .unwrap();
@@ -227,12 +270,23 @@ fn reagent_replaces_whole_units_and_never_a_fixed_position() {
         .trace_units(&f, &context, Goal::from(0u32), Some(&units), 0, &NoProgress)
         .unwrap();
     assert_eq!(t.mean.len(), 4);
-    let best = (0..4).max_by(|&a, &b| t.mean[a].total_cmp(&t.mean[b])).unwrap();
+    let best = (0..4)
+        .max_by(|&a, &b| t.mean[a].total_cmp(&t.mean[b]))
+        .unwrap();
     assert_eq!(best, 1, "{:?}", t.mean);
-    assert!(!f.fixed_touched.load(Ordering::SeqCst), "a position in no unit was replaced");
+    assert!(
+        !f.fixed_touched.load(Ordering::SeqCst),
+        "a position in no unit was replaced"
+    );
     // Bad units are one-line errors.
-    assert!(Units::new(vec![vec![1, 2], vec![2]], 5).unwrap_err().to_string().contains("two units"));
-    assert!(Units::new(vec![vec![9]], 5).unwrap_err().to_string().contains("outside"));
+    assert!(Units::new(vec![vec![1, 2], vec![2]], 5)
+        .unwrap_err()
+        .to_string()
+        .contains("two units"));
+    assert!(Units::new(vec![vec![9]], 5)
+        .unwrap_err()
+        .to_string()
+        .contains("outside"));
     assert!(Units::new(vec![], 5).is_err());
     let wrong = Units::tokens(3);
     assert!(r

@@ -103,8 +103,8 @@ pub fn build_reagent_with(
 
 /// `--unit-spans FILE`: `[[start, end], ...]`, character offsets into the prompt.
 fn read_spans(path: &Path) -> Result<Vec<(usize, usize)>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let spans: Vec<(usize, usize)> = serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: expected [[start, end], ...] (character offsets into the prompt)",
@@ -242,7 +242,12 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         (None, UnitArg::Sentence) => reagent::result::Unit::Sentence,
     };
     let kind = reagent::MethodKind::from_name(a.method.trim())?;
-    let model = super::load_model(&a.model)?;
+    let mut model = super::load_model(&a.model)?;
+    if let Some(p) = &a.chat_template {
+        let t = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the chat template {}", p.display()))?;
+        model.tokenizer = model.tokenizer.clone().with_chat_template(t);
+    }
     let model_args_k = a.model.top_logprobs;
     let method = super::build_method(kind, &a.reagent, &a.baselines, &model)?;
 
@@ -252,6 +257,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         color,
         words: a.words.is_some() || unit != reagent::result::Unit::Token,
         top: 5,
+        show_template: a.show_template,
     };
     let pb = if a.quiet {
         ProgressBar::hidden()
@@ -303,7 +309,12 @@ pub fn run(a: AttributeArgs) -> Result<()> {
                 "cannot attribute".into()
             }
         };
-        let mut plan = Plan::new(&model, &job.prompt, &job.targets).with_context(what)?;
+        let mut plan = if a.chat {
+            Plan::chat(&model, &job.prompt, &job.targets)
+        } else {
+            Plan::new(&model, &job.prompt, &job.targets)
+        }
+        .with_context(what)?;
         if let Some(c) = &job.contrast {
             plan = plan.with_contrast(&model, c).with_context(what)?;
         }

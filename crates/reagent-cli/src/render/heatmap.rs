@@ -15,6 +15,8 @@ pub struct Heatmap {
     pub words: bool,
     /// How many top tokens to list per target.
     pub top: usize,
+    /// Show a chat template's tokens (hidden by default).
+    pub show_template: bool,
 }
 
 /// A token's text for display: control characters escaped, empty shown as ∅.
@@ -64,7 +66,7 @@ impl Heatmap {
         writeln!(w, "{header}")?;
         let words = if self.words { r.words.as_ref() } else { None };
         for (k, t) in r.targets.iter().enumerate() {
-            let (labels, scores): (Vec<String>, &[f32]) = match words {
+            let (labels, scores): (Vec<String>, Vec<f32>) = match words {
                 Some(ws) => (
                     // A word cut by the end of the context shows only its tokens inside it.
                     ws.words
@@ -77,15 +79,18 @@ impl Heatmap {
                                 .collect()
                         })
                         .collect(),
-                    &ws.scores[k],
+                    ws.scores[k].clone(),
                 ),
-                None => (
-                    r.tokens[..t.position]
-                        .iter()
-                        .map(|tk| tk.text.clone())
-                        .collect(),
-                    &t.scores.scores,
-                ),
+                None => {
+                    // A chat template's tokens are hidden unless asked for.
+                    let shown: Vec<usize> = (0..t.position)
+                        .filter(|&i| self.show_template || !r.tokens[i].template)
+                        .collect();
+                    (
+                        shown.iter().map(|&i| r.tokens[i].text.clone()).collect(),
+                        shown.iter().map(|&i| t.scores.scores[i]).collect(),
+                    )
+                }
             };
             let mut stats = format!("p={:.4}", t.prob);
             if let Some(c) = &t.contrast {
@@ -124,7 +129,7 @@ impl Heatmap {
             )?;
             let max = scores.iter().copied().fold(0f32, f32::max);
             let mut line = String::from("  ");
-            for (label, &s) in labels.iter().zip(scores) {
+            for (label, &s) in labels.iter().zip(&scores) {
                 if self.color {
                     line.push_str(&shade(&show(label), if max > 0.0 { s / max } else { 0.0 }));
                 } else {

@@ -349,6 +349,7 @@ class Model:
         words: Optional[str] = None,
         unit: str = "token",
         unit_spans: Optional[Sequence[Sequence[int]]] = None,
+        chat: bool = False,
         progress: ProgressArg = True,
     ) -> Attribution:
         """Score every context token's importance for each target token.
@@ -361,7 +362,9 @@ class Model:
         preset's value. ``words`` (``sum`` or ``max``) adds word-level scores. ``unit``
         (``word`` or ``sentence``) or ``unit_spans`` (character spans of the prompt) makes each
         unit one feature: ReAGent and occlusion replace it whole, other methods' token scores
-        are summed; the unit scores are in :attr:`Attribution.words`. ``progress``:
+        are summed; the unit scores are in :attr:`Attribution.words`. ``chat`` wraps the prompt
+        in the model's chat template as one user turn (the template's tokens, marked
+        ``template``, are never replaced). ``progress``:
         True for a tqdm bar (when tqdm is installed), False for none, or a callable that gets
         ``("target", index, total, text)`` and ``("step", step, max_steps, converged, probes)``.
         """
@@ -393,6 +396,7 @@ class Model:
             shap_stdev=shap_stdev,
             words=words,
             unit=unit,
+            chat=chat or None,
             unit_spans=[list(s) for s in unit_spans] if unit_spans is not None else None,
         )
         cb, bar = _progress(progress, "target")
@@ -416,10 +420,12 @@ def load(
     top_logprobs: int = 100,
     request_timeout: float = 120.0,
     retries: int = 6,
+    chat_template: Optional[Union[str, os.PathLike]] = None,
 ) -> Model:
     """Load a model: a ``.gguf`` file, a Hugging Face folder (config.json, model.safetensors,
     tokenizer.json), a hub id, or a server's address (``http://HOST:PORT/v1``, with
-    ``tokenizer=``). The keywords are the command line's model flags."""
+    ``tokenizer=``). The keywords are the command line's model flags; ``chat_template`` is a
+    Jinja file to use for ``attribute(chat=True)`` instead of the model's."""
     spec = os.fspath(model)
     served = spec.startswith(("http://", "https://"))
     opts = dict(
@@ -428,6 +434,7 @@ def load(
         served_model=served_model,
         api_key=api_key,
         api_key_env=api_key_env,
+        chat_template=os.fspath(chat_template) if chat_template is not None else None,
     )
     if served:
         opts.update(

@@ -253,7 +253,9 @@ impl Units {
     /// context, and no position in two groups.
     pub fn new(groups: Vec<Vec<usize>>, context_len: usize) -> crate::Result<Self> {
         if groups.is_empty() {
-            return Err(crate::Error::input("units: the context has no unit to attribute"));
+            return Err(crate::Error::input(
+                "units: the context has no unit to attribute",
+            ));
         }
         let mut seen = vec![false; context_len];
         for (u, g) in groups.iter().enumerate() {

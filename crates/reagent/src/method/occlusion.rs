@@ -255,7 +255,10 @@ impl Attributor for Occlusion {
         _index: usize,
         _progress: &dyn Progress,
     ) -> Option<Result<TargetScores>> {
-        Some(self.unit_drops(model, context, goal, Some(units)).map(scores))
+        Some(
+            self.unit_drops(model, context, goal, Some(units))
+                .map(scores),
+        )
     }
 
     fn attribute(

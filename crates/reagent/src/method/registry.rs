@@ -67,9 +67,8 @@ impl MethodSettings {
             reagent: ReagentConfig::preset(preset)?,
             ..MethodSettings::default()
         };
-        let named = |v: &serde_json::Value| -> Option<String> {
-            v.as_str().map(|x| x.replace('-', "_"))
-        };
+        let named =
+            |v: &serde_json::Value| -> Option<String> { v.as_str().map(|x| x.replace('-', "_")) };
         let bad = |k: &str, what: &str| crate::Error::input(format!("{k} must be {what}"));
         let mut keep_top_n_given = false;
         for (key, v) in options {
@@ -206,19 +205,30 @@ mod tests {
         // keep_ratio alone turns keep_top_n off, as the flags do; with keep_top_n it is an error.
         let s = MethodSettings::from_options("inseq", &opts(json!({"keep_ratio": 0.5}))).unwrap();
         assert_eq!((s.reagent.keep_top_n, s.reagent.keep_ratio), (0, Some(0.5)));
-        assert!(MethodSettings::from_options("inseq", &opts(json!({"keep_ratio": 0.5, "keep_top_n": 3}))).is_err());
+        assert!(MethodSettings::from_options(
+            "inseq",
+            &opts(json!({"keep_ratio": 0.5, "keep_top_n": 3}))
+        )
+        .is_err());
     }
 
     #[test]
     fn bad_options_name_themselves() {
-        let err = |p: &str, v: Value| MethodSettings::from_options(p, &opts(v)).unwrap_err().to_string();
+        let err = |p: &str, v: Value| {
+            MethodSettings::from_options(p, &opts(v))
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("nope", json!({})).starts_with("preset must be one of inseq"));
-        assert!(err("inseq", json!({"probez": 3})).starts_with("unknown option `probez` (known: probes"));
+        assert!(err("inseq", json!({"probez": 3}))
+            .starts_with("unknown option `probez` (known: probes"));
         assert!(err("inseq", json!({"probes": "many"})).starts_with("probes: invalid type"));
         assert!(err("inseq", json!({"probes": 0})).starts_with("probes must be at least 1"));
-        assert!(err("inseq", json!({"replacing_ratio": 1.5})).starts_with("replacing_ratio must be in (0, 1]"));
+        assert!(err("inseq", json!({"replacing_ratio": 1.5}))
+            .starts_with("replacing_ratio must be in (0, 1]"));
         assert!(err("inseq", json!({"sampler": "bogus"})).starts_with("sampler must be one of"));
-        assert!(err("inseq", json!({"ig_steps": 0})).starts_with("ig_steps must be a positive whole number"));
+        assert!(err("inseq", json!({"ig_steps": 0}))
+            .starts_with("ig_steps must be a positive whole number"));
         assert!(err("inseq", json!({"readout": "bogus"})).starts_with("readout: unknown variant"));
     }
 }

@@ -247,6 +247,7 @@ mod tests {
                 start: 4 * i,
                 end: 4 * i + 4,
                 special: false,
+                template: false,
             })
             .collect();
         let targets = (0..t)
