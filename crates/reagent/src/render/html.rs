@@ -56,6 +56,7 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px}
 .text{line-height:1.9;font-size:15px;white-space:pre-wrap;border:1px solid #ddd;padding:10px;border-radius:6px;max-height:45vh;overflow:auto}
 .tok{border-radius:3px;padding:1px 0;cursor:default}
 .tok.target{outline:2px solid #333}
+.tok.template{color:#888;font-style:italic}
 .controls{margin:8px 0;font-size:13px}
 canvas{border:1px solid #ddd;image-rendering:pixelated;max-width:100%}
 .legend{display:flex;align-items:center;gap:6px;font-size:12px;margin:6px 0}
@@ -208,7 +209,12 @@ impl Html {
             } else {
                 "transparent".into()
             };
-            let class = if i == position { "tok target" } else { "tok" };
+            // A chat template's tokens are shown apart: grey, and titled so.
+            let class = match (i == position, t.template) {
+                (true, _) => "tok target",
+                (false, true) => "tok template",
+                (false, false) => "tok",
+            };
             write!(
                 w,
                 "<span class=\"{class}\" data-i=\"{i}\" style=\"background:{bg}\">{}</span>",
@@ -295,6 +301,15 @@ mod tests {
         if let Ok(p) = std::env::var("REAGENT_HTML_SAMPLE") {
             std::fs::write(p, &out).unwrap();
         }
+    }
+
+    /// A chat template's tokens are marked apart in the text view.
+    #[test]
+    fn template_tokens_are_shown_apart() {
+        let mut r = synthetic(4, 1);
+        r.tokens[0].template = true;
+        let page = Html.page(&[r]);
+        assert_eq!(page.matches("class=\"tok template\"").count(), 1);
     }
 
     /// The unit toggle names the unit of `--unit`.
