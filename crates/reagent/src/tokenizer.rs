@@ -36,6 +36,8 @@ pub struct Tokenizer {
     unk: Option<u32>,
     /// The model's chat template (Jinja), with the BOS and EOS texts it may use.
     chat: Option<ChatTemplate>,
+    /// The BOS and EOS texts the model declares, for a chat template given later.
+    bos_eos: (String, String),
 }
 
 /// A chat template and the special-token texts templates refer to.
@@ -78,7 +80,9 @@ impl Tokenizer {
             .and_then(|v| v["model"]["unk_token"].as_str().map(String::from));
         let unk = from_config.or(from_model);
         let mut t = Self::wrap(inner).with_unk_token(unk.as_deref());
-        t.chat = chat_template_beside(path);
+        let (chat, bos_eos) = chat_template_beside(path);
+        t.chat = chat;
+        t.bos_eos = bos_eos;
         Ok(t)
     }
 
@@ -106,6 +110,7 @@ impl Tokenizer {
             max_id,
             unk: None,
             chat: None,
+            bos_eos: (String::new(), String::new()),
         }
     }
 
@@ -117,14 +122,10 @@ impl Tokenizer {
     /// Use this chat template (Jinja source), e.g. for a model whose files carry none; the BOS
     /// and EOS texts stay those the tokenizer declares.
     pub fn with_chat_template(mut self, template: String) -> Self {
-        let (bos, eos) = match &self.chat {
-            Some(c) => (c.bos_token.clone(), c.eos_token.clone()),
-            None => (String::new(), String::new()),
-        };
         self.chat = Some(ChatTemplate {
             template,
-            bos_token: bos,
-            eos_token: eos,
+            bos_token: self.bos_eos.0.clone(),
+            eos_token: self.bos_eos.1.clone(),
         });
         self
     }
@@ -219,16 +220,20 @@ impl Tokenizer {
             .usize_opt("tokenizer.ggml.unknown_token_id")
             .map(|x| x as u32)
             .filter(|&x| x <= t.max_id);
+        let text = |key: &str| {
+            f.usize_opt(key)
+                .and_then(|id| t.inner.id_to_token(id as u32))
+                .unwrap_or_default()
+        };
+        t.bos_eos = (
+            text("tokenizer.ggml.bos_token_id"),
+            text("tokenizer.ggml.eos_token_id"),
+        );
         if let Ok(template) = f.string("tokenizer.chat_template") {
-            let text = |key: &str| {
-                f.usize_opt(key)
-                    .and_then(|id| t.inner.id_to_token(id as u32))
-                    .unwrap_or_default()
-            };
             t.chat = Some(ChatTemplate {
                 template,
-                bos_token: text("tokenizer.ggml.bos_token_id"),
-                eos_token: text("tokenizer.ggml.eos_token_id"),
+                bos_token: t.bos_eos.0.clone(),
+                eos_token: t.bos_eos.1.clone(),
             });
         }
         Ok(t)
@@ -616,8 +621,8 @@ fn bos_template(bos: Option<u32>, tokens: &[String]) -> Result<Value> {
 
 /// The chat template in the files beside a `tokenizer.json`: `chat_template.jinja`, else
 /// `tokenizer_config.json`'s `chat_template` (a string, or a list of named templates, of which
-/// the one named `default`), with its `bos_token` and `eos_token`.
-fn chat_template_beside(path: &Path) -> Option<ChatTemplate> {
+/// the one named `default`); and that file's `bos_token` and `eos_token` texts.
+fn chat_template_beside(path: &Path) -> (Option<ChatTemplate>, (String, String)) {
     let config: Value = std::fs::read_to_string(path.with_file_name("tokenizer_config.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -631,6 +636,7 @@ fn chat_template_beside(path: &Path) -> Option<ChatTemplate> {
             .to_string(),
         _ => String::new(),
     };
+    let bos_eos = (token("bos_token"), token("eos_token"));
     let template = std::fs::read_to_string(path.with_file_name("chat_template.jinja"))
         .ok()
         .or_else(|| match &config["chat_template"] {
@@ -641,10 +647,11 @@ fn chat_template_beside(path: &Path) -> Option<ChatTemplate> {
                 .and_then(|t| t["template"].as_str())
                 .map(String::from),
             _ => None,
-        })?;
-    Some(ChatTemplate {
+        });
+    let chat = template.map(|template| ChatTemplate {
         template,
-        bos_token: token("bos_token"),
-        eos_token: token("eos_token"),
-    })
+        bos_token: bos_eos.0.clone(),
+        eos_token: bos_eos.1.clone(),
+    });
+    (chat, bos_eos)
 }

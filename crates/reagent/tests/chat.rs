@@ -109,6 +109,11 @@ fn a_model_without_a_template_is_refused_or_given_one() {
         .clone()
         .with_chat_template("<|im_start|>user\n{{ messages[0]['content'] | trim }}<|im_end|>\n{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}".into());
     let plan = Plan::chat(&m, "  The cat sat on the  ", &Targets::Text(" mat".into())).unwrap();
+    // A template given later still has the BOS text the tokenizer's files declare.
+    assert_eq!(
+        m.tokenizer.chat_template().unwrap().bos_token,
+        "<|im_start|>"
+    );
     // `| trim` applied: the content span holds the trimmed text.
     let user: String = plan.tokens[..plan.prompt_tokens]
         .iter()
