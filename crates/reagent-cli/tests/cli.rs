@@ -1302,36 +1302,26 @@ fn units_from_the_command_line() {
     }
     assert!(outside >= 4, "{outside}");
     assert!(scores.iter().any(|s| *s > 0.0));
-    std::fs::write(&spans, "[[0, 5], [3, 9]]").unwrap();
-    fails(
-        &[
-            "attribute",
-            "-m",
-            &llama,
-            "-p",
-            prompt,
-            "-t",
-            " mat",
-            "--unit-spans",
-            spans.to_str().unwrap(),
-        ],
-        "overlap",
-    );
-    std::fs::write(&spans, "{\"a\": 1}").unwrap();
-    fails(
-        &[
-            "attribute",
-            "-m",
-            &llama,
-            "-p",
-            prompt,
-            "-t",
-            " mat",
-            "--unit-spans",
-            spans.to_str().unwrap(),
-        ],
-        "expected [[start, end], ...]",
-    );
+    let with_spans = |json: &str, needle: &str| {
+        std::fs::write(&spans, json).unwrap();
+        let s = spans.to_str().unwrap();
+        fails(
+            &[
+                "attribute",
+                "-m",
+                &llama,
+                "-p",
+                prompt,
+                "-t",
+                " mat",
+                "--unit-spans",
+                s,
+            ],
+            needle,
+        );
+    };
+    with_spans("[[0, 5], [3, 9]]", "overlap");
+    with_spans("{\"a\": 1}", "expected [[start, end], ...]");
     fails(
         &[
             "attribute",

@@ -418,7 +418,8 @@ impl Model {
             Some(_) => return Err(bad("chat must be True or False")),
         };
         let unit = take_str(&mut o, "unit")?;
-        let unit = match (unit.as_deref(), o.remove("unit_spans")) {
+        let spans = o.remove("unit_spans").filter(|v| !v.is_null());
+        let unit = match (unit.as_deref(), spans) {
             (_, Some(Value::Array(spans))) => {
                 let spans: Vec<(usize, usize)> = serde_json::from_value(Value::Array(spans))
                     .map_err(|_| {
@@ -432,7 +433,7 @@ impl Model {
                 }
                 reagent::result::Unit::Spans(spans)
             }
-            (_, Some(Value::Null)) | (None | Some("token"), None) => reagent::result::Unit::Token,
+            (None | Some("token"), None) => reagent::result::Unit::Token,
             (_, Some(_)) => {
                 return Err(bad(
                     "unit_spans must be a list of (start, end) character offsets",

@@ -142,40 +142,40 @@ impl Tokenizer {
                  chat_template in tokenizer_config.json or chat_template.jinja); give one (chat_template)",
             ));
         };
-        let render = |content: &str| -> Result<String> {
-            let mut env = minijinja::Environment::new();
-            env.set_syntax(
-                minijinja::syntax::SyntaxConfig::builder()
-                    .trim_blocks(true)
-                    .lstrip_blocks(true)
-                    .build()
-                    .map_err(|e| Error::input(format!("chat template: {e}")))?,
-            );
-            env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-            env.add_function(
-                "raise_exception",
-                |msg: String| -> std::result::Result<String, minijinja::Error> {
-                    Err(minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        msg,
-                    ))
-                },
-            );
-            let bad = |e: minijinja::Error| {
-                Error::input(format!(
-                    "chat template: {}",
-                    e.to_string().lines().next().unwrap_or("")
+        let bad = |e: minijinja::Error| {
+            Error::input(format!(
+                "chat template: {}",
+                e.to_string().lines().next().unwrap_or("")
+            ))
+        };
+        let mut env = minijinja::Environment::new();
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .map_err(bad)?,
+        );
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
                 ))
-            };
-            env.add_template("chat", &chat.template).map_err(bad)?;
-            let t = env.get_template("chat").map_err(bad)?;
-            t.render(minijinja::context! {
-                messages => vec![minijinja::context! { role => "user", content => content }],
-                add_generation_prompt => true,
-                bos_token => chat.bos_token.clone(),
-                eos_token => chat.eos_token.clone(),
-            })
-            .map_err(bad)
+            },
+        );
+        let template = env.template_from_str(&chat.template).map_err(bad)?;
+        let render = |content: &str| -> Result<String> {
+            template
+                .render(minijinja::context! {
+                    messages => vec![minijinja::context! { role => "user", content => content }],
+                    add_generation_prompt => true,
+                    bos_token => chat.bos_token.clone(),
+                    eos_token => chat.eos_token.clone(),
+                })
+                .map_err(bad)
         };
         let text = render(user)?;
         // The content's place: render once with a marker for it; the text around the marker

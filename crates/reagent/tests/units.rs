@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use common::*;
 use reagent::method::occlusion::Occlusion;
 use reagent::method::reagent::{
-    build_sampler, Draw, MlmPick, Readout, Reagent, ReagentConfig, Sampler, SamplerKind,
+    build_sampler, MlmPick, Readout, Reagent, ReagentConfig, SamplerKind,
 };
 use reagent::method::{Attributor, Goal, LmTarget, MethodKind, NextTokenFn, NoProgress, Units};
 use reagent::model::{load_causal, LoadOptions};
@@ -28,32 +28,6 @@ const TEXT: &str = "My cousin moved to France last year. She loves the food ther
 fn tiny(name: &str) -> reagent::LoadedModel {
     let dir = fixture(&format!("models/{name}"));
     load_causal(dir.to_str().unwrap(), &LoadOptions::default()).unwrap()
-}
-
-/// Replaces a token by the next id (mod 8): always a different token.
-struct NextId;
-
-impl Sampler for NextId {
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({"kind": "next-id"})
-    }
-    fn sample(
-        &self,
-        context: &[u32],
-        replace: &[Vec<bool>],
-        _draws: &mut [Draw<'_>],
-    ) -> Result<Vec<Vec<u32>>> {
-        Ok(replace
-            .iter()
-            .map(|m| {
-                context
-                    .iter()
-                    .zip(m)
-                    .map(|(&id, &r)| if r { (id + 1) % 8 } else { id })
-                    .collect()
-            })
-            .collect())
-    }
 }
 
 /// Word and sentence units are the text's, whatever the tokenizer: byte-level BPE (GPT-2's

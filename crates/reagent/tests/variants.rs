@@ -45,32 +45,6 @@ impl NextTokenFn for OnePosition {
     }
 }
 
-/// Replaces a token by the next id (mod 8): always a different token.
-struct NextId;
-
-impl Sampler for NextId {
-    fn describe(&self) -> serde_json::Value {
-        serde_json::json!({"kind": "next-id"})
-    }
-    fn sample(
-        &self,
-        context: &[u32],
-        replace: &[Vec<bool>],
-        _draws: &mut [Draw<'_>],
-    ) -> Result<Vec<Vec<u32>>> {
-        Ok(replace
-            .iter()
-            .map(|m| {
-                context
-                    .iter()
-                    .zip(m)
-                    .map(|(&id, &r)| if r { (id + 1) % 8 } else { id })
-                    .collect()
-            })
-            .collect())
-    }
-}
-
 fn context() -> Vec<u32> {
     (0..LEN as u32).map(|i| 1 + i % 7).collect()
 }

@@ -236,3 +236,29 @@ impl Drop for LlamaServer {
         self.kill();
     }
 }
+
+/// Replaces a token by the next id (mod 8): always a different token.
+pub struct NextId;
+
+impl reagent::method::reagent::Sampler for NextId {
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({"kind": "next-id"})
+    }
+    fn sample(
+        &self,
+        context: &[u32],
+        replace: &[Vec<bool>],
+        _draws: &mut [reagent::method::reagent::Draw<'_>],
+    ) -> reagent::Result<Vec<Vec<u32>>> {
+        Ok(replace
+            .iter()
+            .map(|m| {
+                context
+                    .iter()
+                    .zip(m)
+                    .map(|(&id, &r)| if r { (id + 1) % 8 } else { id })
+                    .collect()
+            })
+            .collect())
+    }
+}
