@@ -84,6 +84,13 @@ pub struct ModelArgs {
     #[arg(long)]
     pub quantized: bool,
 
+    /// The arithmetic of forwards without gradients: f32, or bf16 (the transformer body's
+    /// matrix products in bf16 with f32 sums; needs AVX512-BF16, detected at run time).
+    /// auto picks bf16 where the CPU has it, for `attribute` with reagent, occlusion or random,
+    /// and f32 everywhere else. Gradients always run in f32.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
+    pub precision: String,
+
     /// A served model: the tokenizer to attribute in (a tokenizer.json, a .gguf file, a model
     /// folder or a hub id), checked against the server's vocabulary.
     #[arg(long, value_name = "SPEC")]

@@ -18,9 +18,16 @@ fn tiny(name: &str) -> String {
     format!("fixtures/models/{name}")
 }
 
+/// Run the CLI. `attribute` runs in f32 unless the test names a precision: the golden outputs
+/// are f32 numbers, and `--precision auto` would pick bf16 on CPUs with AVX512-BF16.
 fn reagent(args: &[&str]) -> Output {
+    let mut args: Vec<&str> = args.to_vec();
+    if args.first() == Some(&"attribute") && !args.contains(&"--precision") {
+        args.insert(1, "--precision");
+        args.insert(2, "f32");
+    }
     Command::new(env!("CARGO_BIN_EXE_reagent"))
-        .args(args)
+        .args(&args)
         .current_dir(root())
         .env("RAYON_NUM_THREADS", "2")
         .env("NO_COLOR", "1")
@@ -1384,4 +1391,94 @@ fn chat_from_the_command_line() {
     bad.extend(["--chat-template", "/nonexistent/chat.jinja"]);
     fails(&bad, "--chat");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--precision`: bf16 runs where the CPU has AVX512-BF16 (scores within 5 % of f32's largest,
+/// provenance naming it) and is refused in one line where it has not; `auto` picks it only
+/// for probability-only methods; quantized weights and served models refuse it.
+#[test]
+fn precision_from_the_command_line() {
+    let model = tiny("llama_tied");
+    let run = |precision: &str, method: &str| {
+        reagent(&[
+            "attribute",
+            "--precision",
+            precision,
+            "-m",
+            &model,
+            "-p",
+            "The cat sat on the mat",
+            "-t",
+            " the",
+            "--method",
+            method,
+            "-q",
+            "--json",
+            "-",
+        ])
+    };
+    let parse = |o: &Output| -> (String, Vec<f64>) {
+        let v: serde_json::Value = serde_json::from_str(&ok(o)).unwrap();
+        let scores = v["targets"][0]["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        (
+            v["provenance"]["weights"].as_str().unwrap().to_string(),
+            scores,
+        )
+    };
+    let (w32, s32) = parse(&run("f32", "occlusion"));
+    assert_eq!(w32, "f32");
+    let bf16 = reagent::model::Precision::Bf16.available();
+    if bf16 {
+        let (w16, s16) = parse(&run("bf16", "occlusion"));
+        assert!(w16.contains("bf16"), "{w16}");
+        let top = s32.iter().cloned().fold(0.0, f64::max);
+        for (a, b) in s32.iter().zip(&s16) {
+            assert!((a - b).abs() <= 0.05 * top, "f32 {s32:?}\nbf16 {s16:?}");
+        }
+        assert_ne!(
+            s32, s16,
+            "bf16 gave f32's exact numbers: the kernel did not run"
+        );
+    } else {
+        let e = stderr(&run("bf16", "occlusion"));
+        assert!(
+            e.contains("AVX512-BF16") && e.trim().lines().count() == 1,
+            "{e}"
+        );
+    }
+    let (auto_occ, _) = parse(&run("auto", "occlusion"));
+    assert_eq!(auto_occ.contains("bf16"), bf16, "{auto_occ}");
+    let (auto_grad, _) = parse(&run("auto", "gradient_norm"));
+    assert_eq!(auto_grad, "f32");
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &model,
+            "-p",
+            "hi",
+            "--quantized",
+            "--precision",
+            "bf16",
+        ],
+        "dense weights",
+    );
+    fails(
+        &[
+            "predict",
+            "-m",
+            "http://127.0.0.1:9/v1",
+            "--tokenizer",
+            &model,
+            "--precision",
+            "bf16",
+            "hi",
+        ],
+        "--precision applies to local weights",
+    );
 }

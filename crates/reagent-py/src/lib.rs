@@ -206,6 +206,10 @@ fn load_plan(spec: &str, o: &mut Map<String, Value>) -> PyResult<LoadPlan> {
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(bad("quantized must be True or False")),
     };
+    let precision = match take_str(o, "precision")? {
+        None => reagent::model::Precision::F32,
+        Some(p) => reagent::model::Precision::parse(&p).map_err(|e| bad(e.to_string()))?,
+    };
     let tokenizer = take_str(o, "tokenizer")?;
     let served_model = take_str(o, "served_model")?;
     let api_key = take_str(o, "api_key")?;
@@ -237,6 +241,7 @@ fn load_plan(spec: &str, o: &mut Map<String, Value>) -> PyResult<LoadPlan> {
         }
         let opts = LoadOptions {
             quantized,
+            precision,
             ..LoadOptions::default()
         };
         return Ok(LoadPlan::Local(spec.to_string(), opts));
@@ -249,6 +254,11 @@ fn load_plan(spec: &str, o: &mut Map<String, Value>) -> PyResult<LoadPlan> {
     if quantized {
         return Err(bad(
             "quantized applies to local GGUF weights, not to a served model",
+        ));
+    }
+    if precision != reagent::model::Precision::F32 {
+        return Err(bad(
+            "precision applies to local weights; a served model computes in the server's precision",
         ));
     }
     let mut opts = reagent::remote::RemoteOptions::new(spec, &tokenizer);

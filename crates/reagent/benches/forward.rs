@@ -1,7 +1,7 @@
 //! Forward-pass benchmark: SmolLM2-135M (f32, dequantized from the GGUF), batch 16 x 48 tokens,
 //! last-position log-probabilities only. Prints the median of the timed runs in milliseconds.
 //!
-//!     RAYON_NUM_THREADS=2 cargo bench --bench forward -- [iterations]
+//!     RAYON_NUM_THREADS=2 [PRECISION=bf16] [QUANTIZED=1] cargo bench --bench forward -- [iterations]
 //!
 //! `scripts/bench-forward.sh` runs it alternately with transformers' forward on the same shape.
 
@@ -25,8 +25,13 @@ fn main() -> reagent::Result<()> {
         return Ok(());
     }
     let quantized = std::env::var_os("QUANTIZED").is_some();
+    let precision = match std::env::var("PRECISION") {
+        Ok(p) => reagent::model::Precision::parse(&p)?,
+        Err(_) => reagent::model::Precision::F32,
+    };
     let opts = LoadOptions {
         quantized,
+        precision,
         ..LoadOptions::default()
     };
     let m = load_causal(path, &opts)?;

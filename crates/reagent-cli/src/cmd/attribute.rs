@@ -242,7 +242,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         (None, UnitArg::Sentence) => reagent::result::Unit::Sentence,
     };
     let kind = reagent::MethodKind::from_name(a.method.trim())?;
-    let mut model = super::load_model(&a.model)?;
+    let mut model = super::load_model(&a.model, kind.probability_only())?;
     if let Some(p) = &a.chat_template {
         let t = std::fs::read_to_string(p)
             .with_context(|| format!("cannot read the chat template {}", p.display()))?;

@@ -99,7 +99,7 @@ struct Bar {
 
 impl Progress for Bar {
     fn step(&self, step: usize, max_steps: usize, converged: usize, probes: usize) {
-        if step % 5 == 0 || step == max_steps {
+        if step.is_multiple_of(5) || step == max_steps {
             self.pb.set_message(format!(
                 "step {step}/{max_steps}, converged {converged}/{probes}"
             ));
@@ -135,7 +135,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
              evaluate a local copy of the weights"
         );
     }
-    let model = super::load_model(&a.model)?;
+    let model = super::load_model(&a.model, false)?;
     let methods = build_methods(&a, &model)?;
     let cfg = EvalConfig {
         seed: a.reagent.seed,

@@ -22,7 +22,7 @@ struct Output<'a> {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let m = super::load_model(&a.model)?;
+    let m = super::load_model(&a.model, false)?;
     let info = m.model.info();
     let special: Vec<Special> = m
         .tokenizer

@@ -8,14 +8,18 @@ pub mod report;
 
 use anyhow::{Context, Result};
 use reagent::method::registry::{self, MethodSettings};
-use reagent::model::LoadedMaskedModel;
+use reagent::model::{LoadedMaskedModel, Precision};
 use reagent::{Attributor, LoadOptions, LoadedModel, MethodKind};
 
 use crate::args::{BaselineArgs, ModelArgs, ReagentArgs};
 
-/// Load the causal LM named by `--model`: local weights, or a server.
-pub fn load_model(a: &ModelArgs) -> Result<LoadedModel> {
+/// Load the causal LM named by `--model`: local weights, or a server. `probability_only`: the
+/// work reads next-token probabilities only (what `--precision auto` may run in bf16).
+pub fn load_model(a: &ModelArgs, probability_only: bool) -> Result<LoadedModel> {
     if reagent::remote::is_url(&a.model) {
+        if a.precision != "auto" {
+            anyhow::bail!("--precision applies to local weights; a served model computes in the server's precision");
+        }
         return load_served(a);
     }
     for (set, flag) in [
@@ -27,8 +31,14 @@ pub fn load_model(a: &ModelArgs) -> Result<LoadedModel> {
             anyhow::bail!("{flag} applies to a served model (--model http://HOST:PORT/v1)");
         }
     }
+    let precision = match a.precision.as_str() {
+        "auto" if a.quantized => Precision::F32,
+        "auto" => Precision::auto(probability_only),
+        p => Precision::parse(p)?,
+    };
     let opts = LoadOptions {
         quantized: a.quantized,
+        precision,
         ..LoadOptions::default()
     };
     let hint = if a.model.starts_with("models/") && !std::path::Path::new(&a.model).exists() {

@@ -26,7 +26,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
     if a.text.trim().is_empty() {
         bail!("the text is empty: give a text to continue, e.g. reagent predict \"The capital of France is\"");
     }
-    let m = super::load_model(&a.model)?;
+    let m = super::load_model(&a.model, false)?;
     let vocab = m.model.vocab_size();
     if a.top_k == 0 || a.top_k > vocab {
         bail!(

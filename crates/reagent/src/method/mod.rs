@@ -44,6 +44,15 @@ pub enum MethodKind {
 }
 
 impl MethodKind {
+    /// Whether the method reads next-token probabilities only (no gradients, no attentions, no
+    /// embeddings): what a served model can run, and what `Precision::auto` may speed up.
+    pub fn probability_only(self) -> bool {
+        matches!(
+            self,
+            MethodKind::Reagent | MethodKind::Occlusion | MethodKind::Random
+        )
+    }
+
     /// Every method, in the order reports list them.
     pub const ALL: [MethodKind; 10] = [
         MethodKind::Reagent,

@@ -132,6 +132,8 @@ fn is_hub_id(s: &str) -> bool {
 pub struct LoadOptions {
     /// Run GGUF weights quantized (faster, less memory, no gradients). Default: dequantize to f32.
     pub quantized: bool,
+    /// The arithmetic of forwards without gradients (dense weights only). Default: f32.
+    pub precision: super::Precision,
     pub device: Device,
 }
 
@@ -139,6 +141,7 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             quantized: false,
+            precision: super::Precision::F32,
             device: Device::Cpu,
         }
     }
@@ -389,10 +392,14 @@ fn causal_from_hf(files: &HfFiles, opts: &LoadOptions) -> Result<Arc<dyn CausalL
     let cfg = read_config(&files.config)?;
     let arch = architecture(&cfg, &files.config)?;
     let src: Arc<dyn WeightSource> = Arc::new(SafetensorsSource::open(&files.weights)?);
-    let vb = Vb::new(src, &opts.device, false);
+    let vb = Vb::new(src, &opts.device, false).with_precision(opts.precision);
     use super::architectures::{by_name, supported, Role};
     match by_name(&arch).map(|a| a.role) {
-        Some(Role::Causal(build)) => build(vb, &cfg, &files.config, &arch),
+        Some(Role::Causal(build)) => {
+            let mut m = build(vb, &cfg, &files.config, &arch)?;
+            describe_weights(&mut m, "f32".into(), opts.precision);
+            Ok(m)
+        }
         Some(Role::Masked) => Err(Error::input(format!(
             "{arch} is a masked LM, not a causal LM; it can serve as the MLM sampler's model (mlm), not as the attributed model"
         ))),
@@ -405,30 +412,51 @@ fn causal_from_gguf(path: &Path, opts: &LoadOptions) -> Result<(Arc<dyn CausalLm
     let arch_name = file.string("general.architecture")?;
     let arch = gguf::Arch::from_name(&arch_name)?;
     let src: Arc<dyn WeightSource> = Arc::new(GgufSource::new(file.clone(), arch));
-    let vb = Vb::new(src, &opts.device, opts.quantized);
+    let vb = Vb::new(src, &opts.device, opts.quantized).with_precision(opts.precision);
     let weights = if opts.quantized {
         format!("quantized ({})", file.dtypes())
     } else {
         format!("f32 (dequantized from {})", file.dtypes())
     };
-    let model: Arc<dyn CausalLm> = match arch {
-        gguf::Arch::Llama => {
-            let mut m = llama::Llama::load(vb, &gguf::llama_config(&file)?, "LlamaForCausalLM")?;
-            m.set_weights_description(weights);
-            Arc::new(m)
-        }
-        gguf::Arch::Gemma3 => {
-            let mut m = gemma3::Gemma3::load(vb, &gguf::gemma3_config(&file)?)?;
-            m.set_weights_description(weights);
-            Arc::new(m)
-        }
+    let mut model: Arc<dyn CausalLm> = match arch {
+        gguf::Arch::Llama => Arc::new(llama::Llama::load(
+            vb,
+            &gguf::llama_config(&file)?,
+            "LlamaForCausalLM",
+        )?),
+        gguf::Arch::Gemma3 => Arc::new(gemma3::Gemma3::load(vb, &gguf::gemma3_config(&file)?)?),
     };
+    describe_weights(&mut model, weights, opts.precision);
     let tokenizer = Tokenizer::from_gguf(&file)?;
     Ok((model, tokenizer))
 }
 
+/// Name the weights' formats and the precision in a freshly built model's description.
+fn describe_weights(m: &mut Arc<dyn CausalLm>, weights: String, precision: super::Precision) {
+    if let Some(m) = Arc::get_mut(m) {
+        m.info_mut().weights = match precision {
+            super::Precision::F32 => weights,
+            super::Precision::Bf16 => format!("{weights}; bf16 matrix products (AVX512-BF16)"),
+        };
+    }
+}
+
 /// Load a causal LM and its tokenizer from a `--model` spec.
 pub fn load_causal(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
+    if opts.precision != super::Precision::F32 {
+        if opts.quantized {
+            return Err(Error::input(format!(
+                "precision {} applies to dense weights; quantized weights run in their own formats",
+                opts.precision
+            )));
+        }
+        if !opts.precision.available() {
+            return Err(Error::Unsupported(format!(
+                "precision {} needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or Sapphire Rapids or later); this one lacks it, use f32",
+                opts.precision
+            )));
+        }
+    }
     let source = ModelSource::parse(spec)?;
     let (model, tokenizer) = match &source {
         ModelSource::Gguf(p) => causal_from_gguf(p, opts)?,

@@ -29,6 +29,67 @@ pub use load::{
     ModelSource, TokenizerSpec,
 };
 
+/// The arithmetic of the matrix products in forwards without gradients (every probe of ReAGent,
+/// occlusion and the evaluation's forwards). Gradient passes always run in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// The transformer body's linear layers in bf16 with f32 sums (AVX512-BF16, detected at run
+    /// time); norms, attention, the LM head and everything else in f32.
+    Bf16,
+}
+
+impl Precision {
+    pub const NAMES: &'static [&'static str] = &["f32", "bf16"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// `f32` or `bf16`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(Error::input(format!(
+                "unknown precision `{other}`; expected one of: {}",
+                Precision::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// Whether this CPU runs it.
+    pub fn available(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            Precision::Bf16 => nn::bf16::available(),
+        }
+    }
+
+    /// The fastest precision this CPU runs whose cost in accuracy was measured to be negligible
+    /// for `probability_only` work (methods that read next-token probabilities only; see
+    /// `docs/results/speed.md`); f32 for everything else.
+    pub fn auto(probability_only: bool) -> Self {
+        if probability_only && Precision::Bf16.available() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a loaded model can do beyond forward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Capabilities {
@@ -108,7 +169,7 @@ pub struct ModelInfo {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
-    /// `f32`, or a description of the quantized formats in use.
+    /// `f32`, or a description of the quantized formats in use, and of a reduced precision.
     pub weights: String,
     pub capabilities: Capabilities,
 }
@@ -142,6 +203,9 @@ pub struct Hidden {
 /// A decoder-only language model.
 pub trait CausalLm: Send + Sync {
     fn info(&self) -> &ModelInfo;
+
+    /// The description, to complete at load time (the loader names the weights' formats).
+    fn info_mut(&mut self) -> &mut ModelInfo;
 
     /// The input embeddings of `ids: [batch, len]` (u32): what transformers'
     /// `get_input_embeddings()(ids)` returns and what `inputs_embeds` expects.
@@ -369,6 +433,9 @@ macro_rules! decoder_accessors {
     () => {
         fn info(&self) -> &$crate::model::ModelInfo {
             &self.info
+        }
+        fn info_mut(&mut self) -> &mut $crate::model::ModelInfo {
+            &mut self.info
         }
         fn device(&self) -> &candle_core::Device {
             &self.device

@@ -101,6 +101,7 @@ pub struct Vb {
     prefix: String,
     device: Device,
     quantized: bool,
+    precision: super::Precision,
 }
 
 impl Vb {
@@ -111,6 +112,21 @@ impl Vb {
             prefix: String::new(),
             device: device.clone(),
             quantized,
+            precision: super::Precision::F32,
+        }
+    }
+
+    /// The same view, building dense linear layers for `precision` (see [`super::Precision`]).
+    pub fn with_precision(mut self, precision: super::Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// A dense linear layer in the view's precision.
+    fn reduced(&self, l: Linear) -> Linear {
+        match self.precision {
+            super::Precision::F32 => l,
+            super::Precision::Bf16 => l.with_bf16(),
         }
     }
 
@@ -195,20 +211,20 @@ impl Vb {
         } else {
             None
         };
-        Ok(Linear::new(w, b, out_dim))
+        Ok(self.reduced(Linear::new(w, b, out_dim)))
     }
 
     /// A linear layer whose bias may or may not be present.
     pub fn linear_opt_bias(&self, in_dim: usize, out_dim: usize) -> Result<Linear> {
         let w = self.weight(out_dim, in_dim)?;
-        Ok(Linear::new(w, self.get_opt(out_dim, "bias")?, out_dim))
+        Ok(self.reduced(Linear::new(w, self.get_opt(out_dim, "bias")?, out_dim)))
     }
 
     /// GPT-2's `Conv1D`: `weight: [in, out]`, transposed relative to `nn.Linear`.
     pub fn conv1d(&self, in_dim: usize, out_dim: usize) -> Result<Linear> {
         let w = self.get((in_dim, out_dim), "weight")?.t()?.contiguous()?;
         let b = self.get(out_dim, "bias")?;
-        Ok(Linear::new(Weight::Dense(w), Some(b), out_dim))
+        Ok(self.reduced(Linear::new(Weight::Dense(w), Some(b), out_dim)))
     }
 
     /// A linear layer that reuses a dense `[out, in]` table (tied embeddings). In quantized mode

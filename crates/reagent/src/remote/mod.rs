@@ -288,6 +288,10 @@ impl CausalLm for RemoteLm {
         &self.info
     }
 
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
+    }
+
     fn embed(&self, _ids: &Tensor) -> Result<Tensor> {
         self.no_weights()
     }

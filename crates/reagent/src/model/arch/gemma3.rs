@@ -74,7 +74,7 @@ impl Config {
             };
         }
         let pattern = self.sliding_window_pattern.unwrap_or(6);
-        Ok((i + 1) % pattern != 0)
+        Ok(!(i + 1).is_multiple_of(pattern))
     }
 
     /// (base, scaling) for global and local layers.
@@ -250,7 +250,9 @@ impl Gemma3 {
             .collect::<Result<Vec<_>>>()?;
         let norm = gemma_norm(&m.pp("norm"), h, cfg.rms_norm_eps)?;
         let lm_head = if !cfg.tie_word_embeddings && vb.contains("lm_head.weight") {
-            vb.pp("lm_head").linear(h, cfg.vocab_size, false)?
+            vb.pp("lm_head")
+                .linear(h, cfg.vocab_size, false)?
+                .keep_f32()
         } else {
             m.pp("embed_tokens")
                 .tied_linear(embed_tokens.table(), "weight")?

@@ -175,7 +175,9 @@ impl GptNeoX {
         let head = if cfg.tie_word_embeddings || !vb.contains("embed_out.weight") {
             g.pp("embed_in").tied_linear(embed_in.table(), "weight")?
         } else {
-            vb.pp("embed_out").linear(h, cfg.vocab_size, false)?
+            vb.pp("embed_out")
+                .linear(h, cfg.vocab_size, false)?
+                .keep_f32()
         };
         let (theta, pct, scaling) = cfg.rope()?;
         if !(pct > 0.0 && pct <= 1.0) {

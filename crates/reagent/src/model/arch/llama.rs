@@ -259,6 +259,7 @@ impl Llama {
         } else {
             vb.pp("lm_head")
                 .linear(cfg.hidden_size, cfg.vocab_size, false)?
+                .keep_f32()
         };
         let (theta, scaling) = cfg.rope()?;
         let rotary = Rotary::new(
@@ -290,11 +291,6 @@ impl Llama {
             info,
             device: vb.device().clone(),
         })
-    }
-
-    /// Replace the weights description (the GGUF loader names the quantization).
-    pub fn set_weights_description(&mut self, s: String) {
-        self.info.weights = s;
     }
 }
 

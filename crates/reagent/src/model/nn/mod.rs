@@ -6,11 +6,12 @@
 //! which are faster but have none (STACK-NOTES pitfall 1: `softmax_last_dim`, `rms_norm` and
 //! `layer_norm` drop the gradient silently). The two paths agree to float rounding.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::QMatMul;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
 
+pub mod bf16;
 pub(crate) mod fused;
 
 use crate::Result;
@@ -166,6 +167,9 @@ pub struct Linear {
     weight: Weight,
     bias: Option<Tensor>,
     out_dim: usize,
+    /// When set, forwards without gradients multiply in bf16 ([`bf16`]): the weight is packed
+    /// on first use and the packed copy is shared by the layer's clones.
+    bf16: Option<Arc<OnceLock<bf16::PackedBf16>>>,
 }
 
 impl Linear {
@@ -174,7 +178,63 @@ impl Linear {
             weight,
             bias,
             out_dim,
+            bf16: None,
         }
+    }
+
+    /// The same layer, multiplying in bf16 when no gradient is tracked (dense weights only;
+    /// gradients always use the f32 weight).
+    pub fn with_bf16(mut self) -> Self {
+        if matches!(self.weight, Weight::Dense(_)) {
+            self.bf16 = Some(Arc::new(OnceLock::new()));
+        }
+        self
+    }
+
+    /// The same layer, always in f32 (the LM heads: log-probabilities are the methods' signal,
+    /// and a head applied at the last position costs little).
+    pub fn keep_f32(mut self) -> Self {
+        self.bf16 = None;
+        self
+    }
+
+    /// `x W^T` in bf16, when this layer has a bf16 form, the input tracks no gradient and the
+    /// CPU has the instruction.
+    fn forward_bf16(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (Some(cell), Weight::Dense(w)) = (&self.bf16, &self.weight) else {
+            return Ok(None);
+        };
+        if x.track_op() || !x.device().is_cpu() || x.dtype() != DType::F32 || !bf16::available() {
+            return Ok(None);
+        }
+        if cell.get().is_none() {
+            let (n, k) = w.dims2()?;
+            let data = w.flatten_all()?.to_vec1::<f32>()?;
+            let _ = cell.set(bf16::PackedBf16::pack(&data, n, k));
+        }
+        let Some(packed) = cell.get() else {
+            return Ok(None);
+        };
+        let dims = x.dims();
+        let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
+        let m: usize = lead.iter().product();
+        let (n, k) = packed.dims();
+        if last != [k] {
+            candle_core::bail!("bf16 matmul: input {dims:?}, weight [{n}, {k}]");
+        }
+        let x = x.contiguous()?;
+        let (storage, layout) = x.storage_and_layout();
+        let data = match (&*storage, layout.contiguous_offsets()) {
+            (candle_core::Storage::Cpu(c), Some((a, b))) => &c.as_slice::<f32>()?[a..b],
+            _ => candle_core::bail!("bf16 matmul: input must be a contiguous cpu tensor"),
+        };
+        let parallel = candle_core::utils::get_num_threads() > 1;
+        let Some(y) = packed.matmul(data, m, parallel) else {
+            return Ok(None);
+        };
+        let mut out_dims = lead.to_vec();
+        out_dims.push(n);
+        Ok(Some(Tensor::from_vec(y, out_dims, x.device())?))
     }
 
     pub fn is_quantized(&self) -> bool {
@@ -201,14 +261,25 @@ impl Linear {
             return Ok(None);
         };
         let out_dim = parts.iter().map(|p| p.out_dim).sum();
-        Ok(Some(Linear::new(
+        let fused = Linear::new(
             Weight::Dense(Tensor::cat(&ws, 0)?.contiguous()?),
             bias,
             out_dim,
-        )))
+        );
+        Ok(Some(if parts.iter().all(|p| p.bf16.is_some()) {
+            fused.with_bf16()
+        } else {
+            fused
+        }))
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if let Some(y) = self.forward_bf16(x)? {
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         let dims = x.dims();
         let (lead, k) = dims.split_at(dims.len() - 1);
         let m: usize = lead.iter().product();
