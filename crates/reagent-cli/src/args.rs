@@ -84,10 +84,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub quantized: bool,
 
-    /// The arithmetic of forwards without gradients: f32, or bf16 (the transformer body's
-    /// matrix products in bf16 with f32 sums; needs AVX512-BF16, detected at run time).
-    /// auto picks bf16 where the CPU has it, for `attribute` with reagent, occlusion or random,
-    /// and f32 everywhere else. Gradients always run in f32.
+    /// The model's arithmetic: f32, or bf16 (the transformer body's weights in bf16 and its
+    /// matrix products in bf16 with f32 sums, the LM head in f32; needs AVX512-BF16, detected
+    /// at run time; no gradient methods). auto picks bf16 where the CPU has it, for `attribute`
+    /// with reagent, occlusion or random, and f32 everywhere else.
     #[arg(long, default_value = "auto", value_parser = ["auto", "f32", "bf16"])]
     pub precision: String,
 

@@ -428,10 +428,11 @@ def load(
     ``tokenizer=``). The keywords are the command line's model flags; ``chat_template`` is a
     Jinja file to use for ``attribute(chat=True)`` instead of the model's.
 
-    ``precision="bf16"`` runs the transformer body's matrix products in bf16 in every forward
-    without gradients (reagent, occlusion, random, attention methods, evaluation metrics) on a
-    CPU with AVX512-BF16, about 1.5-2x faster; gradients stay f32. The default, ``"f32"``,
-    gives the reference numbers. Results name the precision in their provenance."""
+    ``precision="bf16"`` keeps the transformer body's weights in bf16 (half the memory) and
+    multiplies in bf16 with f32 sums, on a CPU with AVX512-BF16: faster reagent, occlusion,
+    random and attention methods; gradient methods then refuse (load in f32 for them). The
+    default, ``"f32"``, gives the reference numbers. Results name the precision in their
+    provenance."""
     spec = os.fspath(model)
     served = spec.startswith(("http://", "https://"))
     opts = dict(

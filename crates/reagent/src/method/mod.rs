@@ -177,9 +177,10 @@ pub fn check_requirements(kind: MethodKind, req: Requirements, model: &dyn Causa
     }
     if req.gradients && !caps.gradients {
         return Err(Error::Unsupported(format!(
-            "{} needs gradients, but this model runs quantized weights, which have no backward pass; \
-             load it dequantized (quantized: false)",
-            kind.name()
+            "{} needs gradients, but this model's weights ({}) have no backward pass; \
+             load it in f32 (quantized: false, precision: f32)",
+            kind.name(),
+            model.info().weights
         )));
     }
     if req.attentions && !caps.attentions {

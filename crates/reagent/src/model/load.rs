@@ -434,10 +434,14 @@ fn causal_from_gguf(path: &Path, opts: &LoadOptions) -> Result<(Arc<dyn CausalLm
 /// Name the weights' formats and the precision in a freshly built model's description.
 fn describe_weights(m: &mut Arc<dyn CausalLm>, weights: String, precision: super::Precision) {
     if let Some(m) = Arc::get_mut(m) {
-        m.info_mut().weights = match precision {
-            super::Precision::F32 => weights,
-            super::Precision::Bf16 => format!("{weights}; bf16 matrix products (AVX512-BF16)"),
-        };
+        let info = m.info_mut();
+        match precision {
+            super::Precision::F32 => info.weights = weights,
+            super::Precision::Bf16 => {
+                info.weights = format!("{weights}; body in bf16 (AVX512-BF16)");
+                info.capabilities.gradients = false;
+            }
+        }
     }
 }
 

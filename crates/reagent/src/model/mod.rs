@@ -29,16 +29,16 @@ pub use load::{
     ModelSource, TokenizerSpec,
 };
 
-/// The arithmetic of the matrix products in forwards without gradients (every probe of ReAGent,
-/// occlusion and the evaluation's forwards). Gradient passes always run in f32.
+/// The arithmetic of a loaded model's forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 throughout.
     #[default]
     F32,
-    /// The transformer body's linear layers in bf16 with f32 sums (AVX512-BF16, detected at run
-    /// time); norms, attention, the LM head and everything else in f32.
+    /// The transformer body's linear layers stored in bf16 and multiplied in bf16 with f32 sums
+    /// (AVX512-BF16, detected at run time); norms, attention, the LM head and everything else
+    /// in f32. Forwards only: the f32 weights are not kept, so gradient methods refuse.
     Bf16,
 }
 

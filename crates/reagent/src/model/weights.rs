@@ -122,12 +122,19 @@ impl Vb {
         self
     }
 
+    /// The same view, building f32 layers whatever the model's precision (the LM heads:
+    /// log-probabilities are the methods' signal, and a head applied at the last position
+    /// costs little).
+    pub fn f32(&self) -> Vb {
+        self.clone().with_precision(super::Precision::F32)
+    }
+
     /// A dense linear layer in the view's precision.
-    fn reduced(&self, l: Linear) -> Linear {
-        match self.precision {
+    fn reduced(&self, l: Linear) -> Result<Linear> {
+        Ok(match self.precision {
             super::Precision::F32 => l,
-            super::Precision::Bf16 => l.with_bf16(),
-        }
+            super::Precision::Bf16 => l.into_bf16()?,
+        })
     }
 
     /// The same source one level down: `vb.pp("model").pp("layers").pp(3)`.
@@ -211,20 +218,20 @@ impl Vb {
         } else {
             None
         };
-        Ok(self.reduced(Linear::new(w, b, out_dim)))
+        self.reduced(Linear::new(w, b, out_dim))
     }
 
     /// A linear layer whose bias may or may not be present.
     pub fn linear_opt_bias(&self, in_dim: usize, out_dim: usize) -> Result<Linear> {
         let w = self.weight(out_dim, in_dim)?;
-        Ok(self.reduced(Linear::new(w, self.get_opt(out_dim, "bias")?, out_dim)))
+        self.reduced(Linear::new(w, self.get_opt(out_dim, "bias")?, out_dim))
     }
 
     /// GPT-2's `Conv1D`: `weight: [in, out]`, transposed relative to `nn.Linear`.
     pub fn conv1d(&self, in_dim: usize, out_dim: usize) -> Result<Linear> {
         let w = self.get((in_dim, out_dim), "weight")?.t()?.contiguous()?;
         let b = self.get(out_dim, "bias")?;
-        Ok(self.reduced(Linear::new(Weight::Dense(w), Some(b), out_dim)))
+        self.reduced(Linear::new(Weight::Dense(w), Some(b), out_dim))
     }
 
     /// A linear layer that reuses a dense `[out, in]` table (tied embeddings). In quantized mode

@@ -250,9 +250,7 @@ impl Gemma3 {
             .collect::<Result<Vec<_>>>()?;
         let norm = gemma_norm(&m.pp("norm"), h, cfg.rms_norm_eps)?;
         let lm_head = if !cfg.tie_word_embeddings && vb.contains("lm_head.weight") {
-            vb.pp("lm_head")
-                .linear(h, cfg.vocab_size, false)?
-                .keep_f32()
+            vb.pp("lm_head").f32().linear(h, cfg.vocab_size, false)?
         } else {
             m.pp("embed_tokens")
                 .tied_linear(embed_tokens.table(), "weight")?

@@ -137,9 +137,7 @@ impl Gpt2 {
             .collect::<Result<Vec<_>>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
         let head = if vb.contains("lm_head.weight") {
-            vb.pp("lm_head")
-                .linear(h, cfg.vocab_size, false)?
-                .keep_f32()
+            vb.pp("lm_head").f32().linear(h, cfg.vocab_size, false)?
         } else {
             t.pp("wte").tied_linear(wte.table(), "weight")?
         };

@@ -175,9 +175,7 @@ impl GptNeoX {
         let head = if cfg.tie_word_embeddings || !vb.contains("embed_out.weight") {
             g.pp("embed_in").tied_linear(embed_in.table(), "weight")?
         } else {
-            vb.pp("embed_out")
-                .linear(h, cfg.vocab_size, false)?
-                .keep_f32()
+            vb.pp("embed_out").f32().linear(h, cfg.vocab_size, false)?
         };
         let (theta, pct, scaling) = cfg.rope()?;
         if !(pct > 0.0 && pct <= 1.0) {

@@ -114,7 +114,7 @@ impl GptJ {
             .map(|i| Block::load(t.pp("h").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
-        let head = vb.pp("lm_head").linear(h, cfg.vocab_size, true)?.keep_f32();
+        let head = vb.pp("lm_head").f32().linear(h, cfg.vocab_size, true)?;
         let rot_dim = cfg.rotary_dim.unwrap_or(head_dim);
         if rot_dim > head_dim {
             return Err(crate::Error::input(format!(

@@ -258,8 +258,8 @@ impl Llama {
                 .tied_linear(embed_tokens.table(), "weight")?
         } else {
             vb.pp("lm_head")
+                .f32()
                 .linear(cfg.hidden_size, cfg.vocab_size, false)?
-                .keep_f32()
         };
         let (theta, scaling) = cfg.rope()?;
         let rotary = Rotary::new(

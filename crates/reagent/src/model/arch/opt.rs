@@ -165,9 +165,7 @@ impl Opt {
             .map(|i| Layer::load(d.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let head = if vb.contains("lm_head.weight") {
-            vb.pp("lm_head")
-                .linear(proj, cfg.vocab_size, false)?
-                .keep_f32()
+            vb.pp("lm_head").f32().linear(proj, cfg.vocab_size, false)?
         } else {
             d.pp("embed_tokens")
                 .tied_linear(embed_tokens.table(), "weight")?

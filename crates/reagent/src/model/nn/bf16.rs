@@ -91,6 +91,18 @@ impl PackedBf16 {
         (self.n, self.k)
     }
 
+    /// The weight back as a row-major `[n, k]` f32 (exactly the bf16 values).
+    pub fn unpack(&self) -> Vec<f32> {
+        let mut w = vec![0f32; self.n * self.k];
+        for (r, row) in w.chunks_mut(self.k).enumerate() {
+            let panel = &self.panels[(r / NR) * self.kp * NR * 2..];
+            for (i, x) in row.iter_mut().enumerate() {
+                *x = from_bf16(panel[(i / 2) * NR * 2 + (r % NR) * 2 + i % 2]);
+            }
+        }
+        w
+    }
+
     /// Bytes held by the packed weight.
     pub fn bytes(&self) -> usize {
         self.panels.len() * 2

@@ -6,7 +6,7 @@
 //! which are faster but have none (STACK-NOTES pitfall 1: `softmax_last_dim`, `rms_norm` and
 //! `layer_norm` drop the gradient silently). The two paths agree to float rounding.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use candle_core::quantized::QMatMul;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor, D};
@@ -159,6 +159,8 @@ impl CustomOp1 for FrozenMatmul {
 pub enum Weight {
     Dense(Tensor),
     Quantized(Arc<QMatMul>),
+    /// Rounded to bf16 and packed for the bf16 kernel (forward only; see [`bf16`]).
+    Bf16(Arc<bf16::PackedBf16>),
 }
 
 /// A linear layer `y = x W^T + b` with `W: [out, in]`.
@@ -167,9 +169,6 @@ pub struct Linear {
     weight: Weight,
     bias: Option<Tensor>,
     out_dim: usize,
-    /// When set, forwards without gradients multiply in bf16 ([`bf16`]): the weight is packed
-    /// on first use and the packed copy is shared by the layer's clones.
-    bf16: Option<Arc<OnceLock<bf16::PackedBf16>>>,
 }
 
 impl Linear {
@@ -178,43 +177,27 @@ impl Linear {
             weight,
             bias,
             out_dim,
-            bf16: None,
         }
     }
 
-    /// The same layer, multiplying in bf16 when no gradient is tracked (dense weights only;
-    /// gradients always use the f32 weight).
-    pub fn with_bf16(mut self) -> Self {
-        if matches!(self.weight, Weight::Dense(_)) {
-            self.bf16 = Some(Arc::new(OnceLock::new()));
-        }
-        self
-    }
-
-    /// The same layer, always in f32 (the LM heads: log-probabilities are the methods' signal,
-    /// and a head applied at the last position costs little).
-    pub fn keep_f32(mut self) -> Self {
-        self.bf16 = None;
-        self
-    }
-
-    /// `x W^T` in bf16, when this layer has a bf16 form, the input tracks no gradient and the
-    /// CPU has the instruction.
-    fn forward_bf16(&self, x: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (Some(cell), Weight::Dense(w)) = (&self.bf16, &self.weight) else {
-            return Ok(None);
-        };
-        if x.track_op() || !x.device().is_cpu() || x.dtype() != DType::F32 || !bf16::available() {
-            return Ok(None);
-        }
-        if cell.get().is_none() {
+    /// The same layer with its dense weight rounded to bf16 and packed (the f32 weight is
+    /// dropped): forwards only, no gradients.
+    pub fn into_bf16(mut self) -> candle_core::Result<Self> {
+        if let Weight::Dense(w) = &self.weight {
             let (n, k) = w.dims2()?;
             let data = w.flatten_all()?.to_vec1::<f32>()?;
-            let _ = cell.set(bf16::PackedBf16::pack(&data, n, k));
+            self.weight = Weight::Bf16(Arc::new(bf16::PackedBf16::pack(&data, n, k)));
         }
-        let Some(packed) = cell.get() else {
-            return Ok(None);
-        };
+        Ok(self)
+    }
+
+    /// `x W^T` with a bf16 weight.
+    fn forward_bf16(&self, x: &Tensor, packed: &bf16::PackedBf16) -> candle_core::Result<Tensor> {
+        if x.track_op() {
+            candle_core::bail!(
+                "a bf16 weight has no backward pass; load the model in f32 for gradients"
+            );
+        }
         let dims = x.dims();
         let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
         let m: usize = lead.iter().product();
@@ -230,11 +213,11 @@ impl Linear {
         };
         let parallel = candle_core::utils::get_num_threads() > 1;
         let Some(y) = packed.matmul(data, m, parallel) else {
-            return Ok(None);
+            candle_core::bail!("bf16 matmul: this CPU lacks AVX512-BF16");
         };
         let mut out_dims = lead.to_vec();
         out_dims.push(n);
-        Ok(Some(Tensor::from_vec(y, out_dims, x.device())?))
+        Tensor::from_vec(y, out_dims, x.device())
     }
 
     pub fn is_quantized(&self) -> bool {
@@ -245,10 +228,21 @@ impl Linear {
     /// dense and agree on having a bias: one larger matrix product instead of several.
     pub fn fuse(parts: &[&Linear]) -> candle_core::Result<Option<Linear>> {
         let mut ws = Vec::with_capacity(parts.len());
+        let in_bf16 = parts.iter().all(|p| matches!(p.weight, Weight::Bf16(_)));
         for p in parts {
             match &p.weight {
-                Weight::Dense(w) => ws.push(w.clone()),
-                Weight::Quantized(_) => return Ok(None),
+                Weight::Dense(w) if !in_bf16 => ws.push(w.clone()),
+                // bf16 values are exact in f32: unpacked, joined and packed again, they are
+                // the same numbers.
+                Weight::Bf16(b) if in_bf16 => {
+                    let (n, k) = b.dims();
+                    ws.push(Tensor::from_vec(
+                        b.unpack(),
+                        (n, k),
+                        &candle_core::Device::Cpu,
+                    )?)
+                }
+                _ => return Ok(None),
             }
         }
         let with_bias = parts.iter().filter(|p| p.bias.is_some()).count();
@@ -266,15 +260,12 @@ impl Linear {
             bias,
             out_dim,
         );
-        Ok(Some(if parts.iter().all(|p| p.bf16.is_some()) {
-            fused.with_bf16()
-        } else {
-            fused
-        }))
+        Ok(Some(if in_bf16 { fused.into_bf16()? } else { fused }))
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Some(y) = self.forward_bf16(x)? {
+        if let Weight::Bf16(packed) = &self.weight {
+            let y = self.forward_bf16(x, packed)?;
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),
@@ -297,6 +288,7 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(w) => x2.contiguous()?.matmul(&w.t()?)?,
             Weight::Quantized(q) => q.forward(&x2)?,
+            Weight::Bf16(p) => self.forward_bf16(&x2, p)?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -313,6 +305,7 @@ impl Linear {
 #[derive(Clone)]
 pub struct Projections {
     fused: Option<Linear>,
+    /// The separate layers, kept only when they could not be fused.
     parts: Vec<Linear>,
     sizes: Vec<usize>,
 }
@@ -322,6 +315,8 @@ impl Projections {
         let refs: Vec<&Linear> = parts.iter().collect();
         let fused = Linear::fuse(&refs)?;
         let sizes = parts.iter().map(|p| p.out_dim).collect();
+        // The fused weight is a copy: the parts' weights would only take memory.
+        let parts = if fused.is_some() { Vec::new() } else { parts };
         Ok(Projections {
             fused,
             parts,
