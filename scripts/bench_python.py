@@ -63,7 +63,7 @@ def main() -> None:
             if side == "cli":
                 cmd = [str(cli), "--threads", str(a.threads), "attribute", "-m", str(MODEL),
                        "-p", PROMPT, "-t", TARGET, "--preset", "mask-diff", "--seed", "42",
-                       "-q", "--json", str(out)]
+                       "--precision", "f32", "-q", "--json", str(out)]
             else:
                 cmd = [sys.executable, "-c", code, str(out)]
             t0 = time.perf_counter()

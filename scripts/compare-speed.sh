@@ -25,7 +25,9 @@
 #   PER_STEP_STEPS [20]  E2E_STEPS [3000]  ROUNDS [1]  THREADS [2]  SEED [42]
 #   PROBES [16]  KEEP_TOP_N [5]  STOP_TOP_K [3]  REPLACING_RATIO [0.3]
 #   OUT [a new mktemp -d folder]: raw JSON of every run is kept there
-#   INSEQ_ARGS [""]: extra flags for scripts/inseq_reagent.py (e.g. "--attn sdpa")
+#   INSEQ_ARGS [""]: extra flags for scripts/inseq_reagent.py (e.g. "--attn sdpa --dtype bfloat16")
+#   REAGENT_ARGS [""]: extra flags for reagent attribute (e.g. "--precision f32"; the default,
+#       auto, runs bf16 where the CPU has AVX512-BF16)
 # inseq's POS sampler needs its cache pickle: see scripts/inseq_pos_cache.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,7 @@ PROBES="${PROBES:-16}"; KEEP_TOP_N="${KEEP_TOP_N:-5}"; STOP_TOP_K="${STOP_TOP_K:
 REPLACING_RATIO="${REPLACING_RATIO:-0.3}"
 OUT="${OUT:-$(mktemp -d -t compare-speed.XXXXXX)}"
 INSEQ_ARGS="${INSEQ_ARGS:-}"
+REAGENT_ARGS="${REAGENT_ARGS:-}"
 mkdir -p "$OUT"
 [ -x "$REAGENT" ] || { echo "no $REAGENT: build it with cargo build --release" >&2; exit 1; }
 
@@ -77,8 +80,9 @@ EOF
 run_ours() {  # mode steps round
   local log="$OUT/$1-ours-$3"
   echo "  reagent attribute ($1, max-steps $2)" >&2
+  # shellcheck disable=SC2086
   RAYON_NUM_THREADS="$THREADS" "$REAGENT" attribute -m "$MODEL" --threads "$THREADS" \
-    --input "$OUT/$1-jobs.jsonl" --max-steps "$2" "${hyper[@]}" --json "$log.json" -q \
+    --input "$OUT/$1-jobs.jsonl" --max-steps "$2" "${hyper[@]}" --json "$log.json" -q $REAGENT_ARGS \
     >"$log.stdout" 2>"$log.stderr" || { cat "$log.stderr" >&2; exit 1; }
 }
 

@@ -81,6 +81,9 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--attn", default="eager", choices=("eager", "sdpa"),
                     help="attention implementation (default eager: what inseq.load_model uses "
                          "when it loads a model itself)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="torch dtype of the model (bfloat16 runs oneDNN's bf16 kernels where "
+                         "the CPU has AVX512-BF16 or AMX)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--seed", type=int, default=42, help="torch.manual_seed before each prompt")
     ap.add_argument("--no-warmup", action="store_true",
@@ -138,13 +141,14 @@ def setup_torch(threads: int):
 
 
 def load_hf(args: argparse.Namespace):
-    """(tokenizer, model) from the GGUF, dequantized to float32, in eval mode."""
+    """(tokenizer, model) from the GGUF, dequantized to --dtype, in eval mode."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(args.model_dir), gguf_file=args.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(
-        str(args.model_dir), gguf_file=args.gguf_file, dtype=torch.float32,
+        str(args.model_dir), gguf_file=args.gguf_file,
+        dtype=getattr(torch, getattr(args, "dtype", "float32")),
         attn_implementation=args.attn,
     ).eval()
     return tok, model

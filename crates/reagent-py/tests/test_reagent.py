@@ -71,7 +71,7 @@ def test_scores_equal_the_cli_json(smollm2, method, flags, kwargs):
     prompt, target = "The Eiffel Tower is in the city of", " Paris"
     run = cli(
         "attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", target,
-        "--method", method, "--seed", "7", "--json", "-", "-q", *flags,
+        "--method", method, "--seed", "7", "--json", "-", "-q", "--precision", "f32", *flags,
     )
     assert run.returncode == 0, run.stderr
     want = json.loads(run.stdout)
@@ -91,6 +91,30 @@ def test_scores_equal_the_cli_json(smollm2, method, flags, kwargs):
     p.write_text(run.stdout)
     assert np.array_equal(reagent.load_result(p).scores, out.scores, equal_nan=True)
     p.unlink()
+
+
+def test_bf16_matches_the_cli_or_is_refused_alike():
+    prompt, target = "The Eiffel Tower is in the city of", " Paris"
+    run = cli(
+        "attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", target, "--method", "occlusion",
+        "--json", "-", "-q", "--precision", "bf16",
+    )
+    with pytest.raises(ValueError, match="unknown precision"):
+        reagent.load(str(TINY), precision="f16")
+    try:
+        m = reagent.load(str(SMOLLM2), precision="bf16")
+    except (ValueError, RuntimeError) as e:
+        assert "AVX512-BF16" in str(e) and run.returncode != 0 and str(e) in run.stderr
+        return
+    assert run.returncode == 0, run.stderr
+    want = json.loads(run.stdout)
+    out = m.attribute(prompt, target, method="occlusion", progress=False)
+    assert out.provenance["weights"] == want["provenance"]["weights"]
+    assert "bf16" in out.provenance["weights"]
+    t = want["targets"][0]
+    assert np.array_equal(out.scores[0][: t["position"]], np.array(t["scores"], dtype=np.float64))
+    with pytest.raises(ValueError, match="no backward pass"):
+        m.attribute(prompt, target, method="input_x_gradient", progress=False)
 
 
 def test_generated_targets_and_words(smollm2):
@@ -326,7 +350,7 @@ def test_sentence_units(smollm2):
     prompt = "My cousin moved to France last year. She loves the food there. Yesterday she visited the capital city,"
     out = smollm2.attribute(prompt, " Paris", method="occlusion", unit="sentence", progress=False)
     run = cli("attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", " Paris", "--method", "occlusion",
-              "--unit", "sentence", "--json", "-", "-q")
+              "--unit", "sentence", "--json", "-", "-q", "--precision", "f32")
     assert run.returncode == 0, run.stderr
     want = json.loads(run.stdout)
     assert out.words == want["words"] and len(out.words["words"]) == 3
@@ -342,7 +366,7 @@ def test_chat(smollm2, tmp_path):
     prompt = "The capital of France is"
     out = smollm2.attribute(prompt, " Paris", method="occlusion", chat=True, progress=False)
     run = cli("attribute", "-m", str(SMOLLM2), "-p", prompt, "-t", " Paris", "--method", "occlusion",
-              "--chat", "--json", "-", "-q")
+              "--chat", "--json", "-", "-q", "--precision", "f32")
     assert run.returncode == 0, run.stderr
     want = json.loads(run.stdout)
     assert out.data["tokens"] == want["tokens"]
