@@ -248,7 +248,7 @@ def main() -> None:
     model = inseq.load_model(hf_model, "reagent", tokenizer=tok, **hyper)
     load_s = time.perf_counter() - t0
     log(f"loaded {args.gguf_file} + inseq {inseq_version()} reagent {hyper} in {load_s:.1f} s "
-        f"(torch {torch.__version__}, {torch.get_num_threads()} threads, attn {args.attn}, "
+        f"(torch {torch.__version__}, {torch.get_num_threads()} threads, attn {args.attn}, {args.dtype}, "
         f"POS cache {pickle_path})")
 
     fa = model.attribution_method            # inseq ReagentAttribution
