@@ -63,7 +63,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         method.attribute(m.model.as_ref(), &ctx, target, 0, &NoProgress)?;
         let t = Instant::now();
         method.attribute(m.model.as_ref(), &ctx, target, 0, &NoProgress)?;
-        println!("{} (f32): {:.3} s per call", kind.name(), t.elapsed().as_secs_f64());
+        println!(
+            "{} (f32): {:.3} s per call",
+            kind.name(),
+            t.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -131,6 +131,9 @@ impl PackedBf16 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn matmul_avx512(&self, x: &[f32], m: usize, parallel: bool) -> Vec<f32> {
         let (n, k, kp) = (self.n, self.k, self.kp);
+        if m == 0 || n == 0 {
+            return vec![0f32; m * n];
+        }
         // x in bf16, rows of 2 * kp values (the last one zero when k is odd).
         let mut a = vec![0u16; m * kp * 2];
         let convert = |(row, out): (usize, &mut [u16])| {
