@@ -390,9 +390,31 @@ fn hostile_server(models_body: Vec<u8>, completion: String) -> u16 {
             let Ok(mut s) = stream else { return };
             let (models_body, completion) = (models_body.clone(), completion.clone());
             std::thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                // The whole request (headers, then Content-Length bytes of body) before the
+                // reply: closing a socket with unread bytes resets it, and the client would
+                // see a reset instead of the reply.
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let n = s.read(&mut chunk).unwrap_or(0);
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).into_owned();
+                    let complete = text.find("\r\n\r\n").is_some_and(|end| {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        buf.len() >= end + 4 + len
+                    });
+                    if n == 0 || complete {
+                        break;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).into_owned();
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
                 let (status, body): (&str, Vec<u8>) = match path.as_str() {
                     "/v1/models" => ("200 OK", models_body.to_vec()),

@@ -132,7 +132,7 @@ fn is_hub_id(s: &str) -> bool {
 pub struct LoadOptions {
     /// Run GGUF weights quantized (faster, less memory, no gradients). Default: dequantize to f32.
     pub quantized: bool,
-    /// The arithmetic of forwards without gradients (dense weights only). Default: f32.
+    /// The model's arithmetic ([`super::Precision`]; bf16 needs dense weights). Default: f32.
     pub precision: super::Precision,
     pub device: Device,
 }
