@@ -73,6 +73,9 @@ impl PackedBf16 {
         let kp = k.div_ceil(2);
         let np = n.div_ceil(NR);
         let mut panels = vec![0u16; np * kp * NR * 2];
+        if panels.is_empty() {
+            return PackedBf16 { n, k, kp, panels };
+        }
         panels
             .par_chunks_mut(kp * NR * 2)
             .enumerate()
@@ -131,7 +134,8 @@ impl PackedBf16 {
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn matmul_avx512(&self, x: &[f32], m: usize, parallel: bool) -> Vec<f32> {
         let (n, k, kp) = (self.n, self.k, self.kp);
-        if m == 0 || n == 0 {
+        if m == 0 || n == 0 || k == 0 {
+            // An empty product, or sums over nothing.
             return vec![0f32; m * n];
         }
         // x in bf16, rows of 2 * kp values (the last one zero when k is odd).
