@@ -10,31 +10,21 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use reagent::model::{load_causal, LoadOptions};
 
-fn main() -> reagent::Result<()> {
+mod common;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let iters: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    );
-    if !std::path::Path::new(path).is_file() {
-        eprintln!("SKIPPED: {path} missing; run scripts/fetch-models.sh");
-        return Ok(());
-    }
-    let quantized = std::env::var_os("QUANTIZED").is_some();
-    let precision = match std::env::var("PRECISION") {
-        Ok(p) => reagent::model::Precision::parse(&p)?,
-        Err(_) => reagent::model::Precision::F32,
-    };
+    let path = common::smollm2()?;
     let opts = LoadOptions {
-        quantized,
-        precision,
+        quantized: std::env::var_os("QUANTIZED").is_some(),
+        precision: common::precision()?,
         ..LoadOptions::default()
     };
-    let m = load_causal(path, &opts)?;
+    let m = load_causal(path.to_str().ok_or("model path is not UTF-8")?, &opts)?;
     let vocab = m.model.vocab_size() as u32;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let batch: Vec<Vec<u32>> = (0..16)

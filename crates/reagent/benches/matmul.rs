@@ -1,5 +1,5 @@
-//! Matrix-product benchmark: `x [m, k] @ w [n, k]^T` in f32 (the `gemm` crate, as the f32
-//! forward runs it) and in bf16 (`reagent::model::nn::bf16`, where the CPU has AVX512-BF16),
+//! Matrix-product benchmark: `x [m, k] @ w [n, k]^T` in f32 (`nn::matmul_f32`, what the f32
+//! forward runs) and in bf16 (`reagent::model::nn::bf16`, where the CPU has AVX512-BF16),
 //! on the shapes of a SmolLM2-135M forward over 16 × 48 tokens. Prints GFLOP/s per shape.
 //!
 //!     RAYON_NUM_THREADS=1 cargo bench --bench matmul -- [iterations]
@@ -7,40 +7,7 @@
 use std::time::Instant;
 
 use reagent::model::nn::bf16::{self, PackedBf16};
-
-fn f32_matmul(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, threads: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: sizes and strides match the three buffers.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    };
-    out
-}
+use reagent::model::nn::matmul_f32;
 
 fn median(mut t: Vec<f64>) -> f64 {
     t.sort_by(f64::total_cmp);
@@ -75,7 +42,7 @@ fn main() {
         let mut t32 = Vec::new();
         for _ in 0..iters {
             let t = Instant::now();
-            std::hint::black_box(f32_matmul(&x, &w, m, n, k, threads));
+            std::hint::black_box(matmul_f32(&x, &w, m, n, k, threads));
             t32.push(t.elapsed().as_secs_f64());
         }
         let packed = PackedBf16::pack(&w, n, k);

@@ -12,6 +12,8 @@ use reagent::method::registry::{self, MethodSettings};
 use reagent::model::{load_causal, LoadOptions, Precision};
 use reagent::{MethodKind, NoProgress};
 
+mod common;
+
 const PROMPT: &str = "When my flight landed in Greece, I converted my currency and slowly fell asleep. (I had a terrifying dream about my grandmother, but that's a story for another time). I was staying in the capital,";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,20 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .find(|a| !a.starts_with('-'))
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    );
-    if !std::path::Path::new(path).is_file() {
-        eprintln!("SKIPPED: {path} missing; run scripts/fetch-models.sh");
-        return Ok(());
-    }
-    let precision = match std::env::var("PRECISION") {
-        Ok(p) => Precision::parse(&p)?,
-        Err(_) => Precision::F32,
-    };
+    let path = common::smollm2()?;
+    let precision = common::precision()?;
     let m = load_causal(
-        path,
+        path.to_str().ok_or("model path is not UTF-8")?,
         &LoadOptions {
             precision,
             ..LoadOptions::default()

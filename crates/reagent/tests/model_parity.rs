@@ -11,19 +11,6 @@ use candle_core::{IndexOp, Tensor, Var};
 use common::*;
 use reagent::model::{load_causal, load_masked, LoadOptions, Outputs};
 
-const CAUSAL: &[&str] = &[
-    "llama",
-    "llama_tied",
-    "qwen2",
-    "mistral",
-    "gemma3",
-    "gpt2",
-    "opt",
-    "opt_350m_style",
-    "gptj",
-    "gpt_neox",
-    "gpt_neox_seq",
-];
 const MASKED: &[&str] = &["bert", "roberta"];
 
 const TOL: f32 = 1e-4;

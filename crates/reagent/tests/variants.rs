@@ -453,11 +453,7 @@ fn probability_only_methods_run_through_the_seam() -> TestResult {
     for kind in MethodKind::ALL {
         let a = registry::build(kind, &settings, &model, None)?;
         let black = a.attribute_black_box(&f, &ctx, 7, 2, &NoProgress);
-        let probability_only = matches!(
-            kind,
-            MethodKind::Reagent | MethodKind::Occlusion | MethodKind::Random
-        );
-        assert_eq!(black.is_some(), probability_only, "{kind:?}");
+        assert_eq!(black.is_some(), kind.probability_only(), "{kind:?}");
         if let Some(b) = black {
             let white = a.attribute(m, &ctx, 7, 2, &NoProgress)?;
             assert_eq!(b?.scores, white.scores, "{kind:?}");

@@ -9,6 +9,21 @@ use candle_core::{Device, Tensor};
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// The repository root.
+/// The tiny random causal models under `fixtures/models/` (made by `scripts/make_fixtures.py`).
+pub const CAUSAL: &[&str] = &[
+    "llama",
+    "llama_tied",
+    "qwen2",
+    "mistral",
+    "gemma3",
+    "gpt2",
+    "opt",
+    "opt_350m_style",
+    "gptj",
+    "gpt_neox",
+    "gpt_neox_seq",
+];
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -107,41 +107,7 @@ impl CustomOp1 for FrozenMatmul {
             (candle_core::Storage::Cpu(c), Some((a, b))) => &c.as_slice::<f32>()?[a..b],
             _ => candle_core::bail!("frozen-matmul: weight must be a contiguous cpu tensor"),
         };
-        let mut out: Vec<f32> = Vec::with_capacity(m * n);
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: all three buffers are live for the call and their sizes match the strides:
-        // dst [m, n] row-major (capacity m * n; with `read_dst = false` gemm only writes it, and
-        // every element, so the length can then be set), lhs [m, k] row-major, rhs = w^T read
-        // from w [n, k] row-major.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.spare_capacity_mut().as_mut_ptr() as *mut f32,
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-            out.set_len(m * n);
-        };
+        let out = matmul_f32(x, w, m, n, k, candle_core::utils::get_num_threads());
         let mut out_dims = lead.to_vec();
         out_dims.push(n);
         Ok((CpuStorage::F32(out), Shape::from(out_dims)))
@@ -152,6 +118,52 @@ impl CustomOp1 for FrozenMatmul {
         let g = grad.reshape(((), n))?;
         Ok(Some(g.matmul(&self.w)?.reshape(x.shape())?))
     }
+}
+
+/// `x w^T` in f32 for a row-major `x: [m, k]` and `w: [n, k]`, as a row-major `[m, n]`: the
+/// `gemm` crate's kernels (AVX-512 or AVX2, chosen at run time), on `threads` threads.
+pub fn matmul_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, threads: usize) -> Vec<f32> {
+    assert!(
+        x.len() == m * k && w.len() == n * k,
+        "matmul_f32: x of {} values, w of {}, not [{m}, {k}] and [{n}, {k}]",
+        x.len(),
+        w.len()
+    );
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: all three buffers are live for the call and their sizes match the strides
+    // (checked above): dst [m, n] row-major (capacity m * n; with `read_dst = false` gemm only
+    // writes it, and every element, so the length can then be set), lhs [m, k] row-major,
+    // rhs = w^T read from w [n, k] row-major.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.spare_capacity_mut().as_mut_ptr() as *mut f32,
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    };
+    out
 }
 
 /// The weight of a linear layer: dense f32, or quantized (GGUF, forward only).
