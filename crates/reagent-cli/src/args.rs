@@ -172,6 +172,16 @@ pub enum UnitArg {
     Sentence,
 }
 
+/// What `--json` writes.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// reagent's own result: one object per job (JSON lines with --input).
+    Reagent,
+    /// inseq's saved FeatureAttributionOutput, one sequence per job: opens with
+    /// inseq.FeatureAttributionOutput.load(path).show().
+    Inseq,
+}
+
 /// Subword-to-word score aggregation.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WordsArg {
@@ -295,6 +305,11 @@ pub struct AttributeArgs {
     /// one line per job for --input.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// What --json writes: reagent's result, or inseq's format (one file for all jobs, which
+    /// inseq's FeatureAttributionOutput.load reads).
+    #[arg(long, value_enum, default_value = "reagent", requires = "json")]
+    pub format: FormatArg,
 
     /// Also write a self-contained HTML page (no network needed) with the heatmap, the shaded
     /// text and hover cards, one section per job.

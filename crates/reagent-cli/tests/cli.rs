@@ -1024,6 +1024,118 @@ fn contrastive_attribution_from_the_command_line() {
     );
 }
 
+/// `--format inseq`: one inseq `FeatureAttributionOutput` for all jobs, holding the same scores
+/// and probabilities as reagent's own JSON (the structure is checked against a file inseq wrote,
+/// in the library's `tests/inseq_format.rs`).
+#[test]
+fn inseq_format_from_the_command_line() {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!("reagent-cli-inseq-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("jobs.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"The cat sat on the\", \"target\": \" mat\", \"contrast\": \" cat\"}\n{\"prompt\": \"Hello there\", \"target\": \" my friend\", \"contrast\": \" my fiend\"}\n",
+    )
+    .unwrap();
+    let llama = tiny("llama_tied");
+    let run = |format: &str, out: &std::path::Path| {
+        ok(&reagent(&[
+            "attribute",
+            "-m",
+            &llama,
+            "--input",
+            input.to_str().unwrap(),
+            "--method",
+            "input_x_gradient",
+            "--format",
+            format,
+            "--json",
+            out.to_str().unwrap(),
+            "-q",
+        ]));
+        std::fs::read_to_string(out).unwrap()
+    };
+    let ours: Vec<serde_json::Value> = run("reagent", &dir.join("ours.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let inseq: serde_json::Value =
+        serde_json::from_str(&run("inseq", &dir.join("inseq.json"))).unwrap();
+    assert_eq!(
+        inseq["__instance_type__"],
+        serde_json::json!(["inseq.data.attribution", "FeatureAttributionOutput"])
+    );
+    let info = &inseq["attributes"]["info"];
+    assert_eq!(info["attribution_method"], "input_x_gradient");
+    assert_eq!(info["attributed_fn"], "contrast_prob_diff_fn");
+    assert_eq!(info["input_texts"][1], "Hello there");
+    assert_eq!(info["generated_texts"][1], "Hello there my friend");
+    let seqs = inseq["attributes"]["sequence_attributions"]
+        .as_array()
+        .unwrap();
+    assert_eq!(seqs.len(), 2);
+    let tensor = |v: &serde_json::Value| -> (Vec<usize>, Vec<f32>) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor("attribution").unwrap();
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (t.shape().to_vec(), data)
+    };
+    for (s, r) in seqs.iter().zip(&ours) {
+        let a = &s["attributes"];
+        let targets = r["targets"].as_array().unwrap();
+        let n = r["tokens"].as_array().unwrap().len();
+        assert_eq!(a["target"].as_array().unwrap().len(), n);
+        assert_eq!(
+            a["source"].as_array().unwrap().len(),
+            r["prompt_tokens"].as_u64().unwrap() as usize
+        );
+        let (shape, m) = tensor(&a["target_attributions"]);
+        assert_eq!(shape, vec![n, targets.len()]);
+        for (j, t) in targets.iter().enumerate() {
+            let scores = t["scores"].as_array().unwrap();
+            for (i, x) in scores.iter().enumerate() {
+                assert_eq!(
+                    m[i * targets.len() + j],
+                    x.as_f64().unwrap() as f32,
+                    "[{i}, {j}]"
+                );
+            }
+            assert!(m[scores.len() * targets.len() + j].is_nan());
+        }
+        let (_, p) = tensor(&a["step_scores"]["probability"]);
+        let (_, d) = tensor(&a["step_scores"]["contrast_prob_diff"]);
+        for (j, t) in targets.iter().enumerate() {
+            let (pt, pc) = (
+                t["prob"].as_f64().unwrap() as f32,
+                t["contrast"]["prob"].as_f64().unwrap() as f32,
+            );
+            assert_eq!(p[j], pt);
+            assert_eq!(d[j], pt - pc);
+        }
+    }
+    fails(
+        &[
+            "attribute",
+            "-m",
+            &llama,
+            "-p",
+            "The cat",
+            "--format",
+            "inseq",
+        ],
+        "--json",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--html`: one self-contained page (no network) whose embedded data is the JSON result and
 /// whose text view has one shaded span per token.
 #[test]
@@ -1183,6 +1295,69 @@ fn html_page_renders_in_chromium() {
     assert!(o.status.success(), "{}", stderr(&o));
     let size = std::fs::metadata(&shot).unwrap().len();
     assert!(size > 5_000, "screenshot of {size} bytes looks blank");
+
+    // The sentence view (`#view=sentence`): every token of a sentence takes the sentence's
+    // colour, and the two sentences differ.
+    let page2 = dir.join("sentences.html");
+    ok(&reagent(&[
+        "attribute",
+        "-m",
+        &tiny("llama_tied"),
+        "-p",
+        "The cat sat on the mat. Then the dog ran",
+        "-t",
+        " off",
+        "--method",
+        "input_x_gradient",
+        "-q",
+        "--html",
+        page2.to_str().unwrap(),
+    ]));
+    let dom = Command::new(browser)
+        .args(headless)
+        .args(["--enable-logging=stderr", "--v=0", "--dump-dom"])
+        .arg(format!("file://{}#view=sentence", page2.display()))
+        .output()
+        .unwrap();
+    assert!(dom.status.success(), "{}", stderr(&dom));
+    assert!(!String::from_utf8_lossy(&dom.stderr).contains("Uncaught"));
+    let html = String::from_utf8_lossy(&dom.stdout);
+    // Each token's background, as written (the script's "rgb(1, 2, 3)" or the page's
+    // "rgb(1,2,3)").
+    let backgrounds: Vec<String> = html
+        .split("<span class=\"tok")
+        .skip(1)
+        .map(|s| {
+            let s = &s[s.find("background:").unwrap() + 11..];
+            s[..s.find([';', '"']).unwrap()].replace(' ', "")
+        })
+        .collect();
+    // The page's sentences (token ranges): "The cat sat on the mat." and " Then the dog ran"
+    // (the target " off" continues the second).
+    let g = &html[html.find("class=\"groups\">").unwrap()..];
+    let g: serde_json::Value =
+        serde_json::from_str(&g[g.find('>').unwrap() + 1..g.find("</script>").unwrap()]).unwrap();
+    let sentences: Vec<(usize, usize)> = g["sentence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_u64().unwrap() as usize,
+                r[1].as_u64().unwrap() as usize,
+            )
+        })
+        .collect();
+    assert_eq!(sentences.len(), 2, "{sentences:?}");
+    let n = backgrounds.len() - 1; // the target is not shaded
+    assert_eq!(sentences[1].1, n + 1);
+    let (a, b) = (
+        &backgrounds[sentences[0].0..sentences[0].1],
+        &backgrounds[sentences[1].0..n],
+    );
+    assert!(a.iter().all(|x| x == &a[0]), "{backgrounds:?}");
+    assert!(b.iter().all(|x| x == &b[0]), "{backgrounds:?}");
+    assert_ne!(a[0], b[0], "{backgrounds:?}");
 
     // The evaluation report renders too.
     let ev = dir.join("eval");

@@ -508,17 +508,31 @@ impl Model {
     }
 }
 
-/// One self-contained HTML page (no network) of the results given as JSON strings.
-#[pyfunction]
-fn render_html(results: Vec<String>) -> PyResult<String> {
-    let parsed = results
+/// Results given as JSON strings (what `Model.attribute` returns), parsed.
+fn parse_results(results: &[String]) -> PyResult<Vec<reagent::AttributionResult>> {
+    results
         .iter()
         .map(|s| {
             serde_json::from_str::<reagent::AttributionResult>(s)
                 .map_err(|e| bad(format!("not an attribution result: {e}")))
         })
-        .collect::<PyResult<Vec<_>>>()?;
-    Ok(reagent::render::Html.page(&parsed))
+        .collect()
+}
+
+/// One self-contained HTML page (no network) of the results given as JSON strings.
+#[pyfunction]
+fn render_html(results: Vec<String>) -> PyResult<String> {
+    Ok(reagent::render::Html.page(&parse_results(&results)?))
+}
+
+/// The results given as JSON strings in inseq's format (one `FeatureAttributionOutput`, which
+/// `inseq.FeatureAttributionOutput.load` reads).
+#[pyfunction]
+fn render_inseq(results: Vec<String>) -> PyResult<String> {
+    let v = reagent::render::InseqJson
+        .to_value(&parse_results(&results)?)
+        .map_err(py_err)?;
+    serde_json::to_string_pretty(&v).map_err(|e| bad(e.to_string()))
 }
 
 /// Run (or resume) an evaluation: `model` on `dataset` with the methods and ReAGent variants
@@ -663,6 +677,7 @@ fn _reagent(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<Model>()?;
     m.add_function(wrap_pyfunction!(render_html, m)?)?;
+    m.add_function(wrap_pyfunction!(render_inseq, m)?)?;
     m.add_function(wrap_pyfunction!(evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(set_threads, m)?)?;
     m.add_function(wrap_pyfunction!(set_batch_tokens, m)?)?;

@@ -189,6 +189,28 @@ def test_show_returns_the_heatmap_page(smollm2):
     assert page.count('<canvas class="heatmap"') == 2
 
 
+def test_inseq_format_is_the_clis(tiny, tmp_path):
+    prompt, target = "The cat sat on the", " mat"
+    cli_file = tmp_path / "cli.json"
+    run = cli(
+        "attribute", "-m", str(TINY), "-p", prompt, "-t", target, "--method", "occlusion",
+        "--format", "inseq", "--json", str(cli_file), "-q", "--precision", "f32",
+    )
+    assert run.returncode == 0, run.stderr
+    out = tiny.attribute(prompt, target, method="occlusion", progress=False)
+    py_file = tmp_path / "py.json"
+    out.save(py_file, format="inseq")
+    want, got = json.loads(cli_file.read_text()), json.loads(py_file.read_text())
+    for d in (want, got):  # timings differ between runs
+        d["attributes"]["info"]["exec_time"] = 0
+    assert got == want
+    assert got["__instance_type__"] == ["inseq.data.attribution", "FeatureAttributionOutput"]
+    two = json.loads(reagent.render_inseq([out, out]))
+    assert len(two["attributes"]["sequence_attributions"]) == 2
+    with pytest.raises(ValueError, match="format must be"):
+        out.save(py_file, format="csv")
+
+
 def test_to_pandas(smollm2):
     import pandas as pd  # installed by scripts/test.sh: a missing one fails
 

@@ -451,7 +451,7 @@ pub fn attribute(
 /// evenly over the unit's tokens, so that token scores still sum as the unit scores do;
 /// tokens in no unit score 0.
 fn spread_over_tokens(mut us: TargetScores, units: &Units) -> TargetScores {
-    let expand = |v: &[f32]| -> Vec<f32> {
+    fn expand(units: &Units, v: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; units.context_len()];
         for (g, &x) in units.groups().iter().zip(v) {
             for &i in g {
@@ -459,9 +459,9 @@ fn spread_over_tokens(mut us: TargetScores, units: &Units) -> TargetScores {
             }
         }
         out
-    };
-    us.scores = expand(&us.scores);
-    us.spread = us.spread.as_deref().map(expand);
-    us.error_bound = us.error_bound.as_deref().map(expand);
+    }
+    us.scores = expand(units, &us.scores);
+    us.spread = us.spread.as_deref().map(|v| expand(units, v));
+    us.error_bound = us.error_bound.as_deref().map(|v| expand(units, v));
     us
 }

@@ -16,7 +16,6 @@ use reagent::method::gradient::{
 };
 use reagent::method::occlusion::Occlusion;
 use reagent::method::{Attributor, NoProgress};
-use reagent::model::{load_causal, LoadOptions};
 
 const MODELS: &[&str] = &["llama_tied", "gpt2", "gemma3"];
 const GRAD_TOL: f32 = 1e-3;
@@ -48,10 +47,7 @@ fn gauss_legendre_matches_numpy() {
 fn baselines_match_captum_and_inseq() -> TestResult {
     for name in MODELS {
         let fx = read_json(&fixture(&format!("baselines/{name}.json")));
-        let m = load_causal(
-            fixture(&format!("models/{name}")).to_str().unwrap(),
-            &LoadOptions::default(),
-        )?;
+        let m = tiny_model(name);
         let model = m.model.as_ref();
         let unk = m.tokenizer.unk_id();
         assert_eq!(

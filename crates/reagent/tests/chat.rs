@@ -40,6 +40,43 @@ fn smollm2_template_renders_as_transformers_does() {
     }
 }
 
+/// The ids a chat prompt is attributed on equal transformers' `apply_chat_template` ids (its
+/// tokenizer loaded from the same GGUF file), for SmolLM2's own template and for Gemma 3's
+/// instruct template (`fixtures/chat/gemma3.jinja`; the Gemma-3-270m GGUF here carries none).
+#[test]
+fn chat_ids_equal_transformers_apply_chat_template() {
+    let fx = fixture_json();
+    for (name, file) in [
+        ("smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        ("gemma3", "gemma-3-270m-q4_k_m.gguf"),
+    ] {
+        let Some(path) = real_model(file) else {
+            continue;
+        };
+        let mut m = load_causal(path.to_str().unwrap(), &LoadOptions::default()).unwrap();
+        let fm = &fx["models"][name];
+        if let Some(f) = fm["chat_template_file"].as_str() {
+            let template = std::fs::read_to_string(root().join(f)).unwrap();
+            assert_eq!(template, fm["chat_template"].as_str().unwrap());
+            assert!(m.tokenizer.chat_template().is_none(), "{name}");
+            m.tokenizer = m.tokenizer.clone().with_chat_template(template);
+        }
+        let cases = fm["cases"].as_array().unwrap();
+        assert!(cases.len() >= 5, "{name}");
+        for case in cases {
+            let content = case["content"].as_str().unwrap();
+            let (text, _) = m.tokenizer.apply_chat_template(content).unwrap();
+            assert_eq!(text, case["text"].as_str().unwrap(), "{name}: {content:?}");
+            let plan = Plan::chat(&m, content, &Targets::Text("Paris".into())).unwrap();
+            let ids: Vec<u32> = plan.tokens[..plan.prompt_tokens]
+                .iter()
+                .map(|t| t.id)
+                .collect();
+            assert_eq!(ids, ids_of(&case["ids"]), "{name}: {content:?}");
+        }
+    }
+}
+
 #[test]
 fn template_tokens_are_marked_and_never_replaced() {
     let Some(path) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {

@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::method::reagent::{build_sampler, Reagent, ReagentConfig, SamplerKind};
 use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
 
-use crate::args::{AttributeArgs, PresetArg, ReagentArgs, UnitArg, WordsArg};
-use crate::render::{Heatmap, Html, Json};
+use crate::args::{AttributeArgs, FormatArg, PresetArg, ReagentArgs, UnitArg, WordsArg};
+use crate::render::{Heatmap, Html, InseqJson, Json};
 
 /// One prompt to attribute.
 struct Job {
@@ -285,6 +285,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let n_jobs = jobs.len();
     let mut for_html = Vec::new();
+    let mut for_inseq = Vec::new();
     // Created now, so that a bad path fails before any work.
     let html_file = match &a.html {
         Some(p) => Some(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
@@ -344,7 +345,9 @@ pub fn run(a: AttributeArgs) -> Result<()> {
             }
             Ok(())
         })?;
-        if let Some(w) = json_out.as_mut() {
+        if a.format == FormatArg::Inseq {
+            for_inseq.push(result.clone());
+        } else if let Some(w) = json_out.as_mut() {
             json.render(&result, w)?;
         }
         if a.html.is_some() {
@@ -377,6 +380,11 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         }
     }
     if let Some(mut w) = json_out {
+        if a.format == FormatArg::Inseq {
+            InseqJson
+                .render(&for_inseq, &mut w)
+                .context("cannot write inseq's format")?;
+        }
         w.flush()?;
     }
     Ok(())

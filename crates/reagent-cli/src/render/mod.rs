@@ -4,7 +4,7 @@
 mod heatmap;
 
 pub use heatmap::Heatmap;
-pub use reagent::render::Html;
+pub use reagent::render::{Html, InseqJson};
 
 use std::io::Write;
 

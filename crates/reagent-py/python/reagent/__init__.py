@@ -42,6 +42,7 @@ __all__ = [
     "load_result",
     "methods",
     "render_html",
+    "render_inseq",
     "set_batch_tokens",
     "set_threads",
 ]
@@ -213,12 +214,25 @@ class Attribution:
         """The result as JSON (what :meth:`save` writes)."""
         return json.dumps(self.data)
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
-        """Write the result as JSON; :func:`load_result` reads it back (so does the command
-        line's ``--json`` reader: the format is the same)."""
+    def save(self, path: Union[str, os.PathLike], format: str = "reagent") -> None:
+        """Write the result as JSON. ``format="reagent"`` (the default) writes the command
+        line's ``--json``, which :func:`load_result` reads back; ``format="inseq"`` writes
+        inseq's format (``--format inseq``), which ``inseq.FeatureAttributionOutput.load``
+        reads."""
+        if format == "inseq":
+            text = self.to_inseq()
+        elif format == "reagent":
+            text = json.dumps(self.data, indent=2)
+        else:
+            raise ValueError(f"format must be 'reagent' or 'inseq', not {format!r}")
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=2)
+            f.write(text)
             f.write("\n")
+
+    def to_inseq(self) -> str:
+        """The result in inseq's format: a saved ``FeatureAttributionOutput`` (see
+        :func:`render_inseq` for several results in one file)."""
+        return render_inseq([self])
 
     def html(self) -> str:
         """A self-contained HTML page (no network) with the heatmap, shaded text and hover
@@ -290,6 +304,12 @@ def _iframe(page: str) -> str:
 def render_html(results: Sequence[Attribution]) -> str:
     """One self-contained HTML page holding every result given."""
     return _reagent.render_html([r.to_json() for r in results])
+
+
+def render_inseq(results: Sequence[Attribution]) -> str:
+    """Every result given as one inseq ``FeatureAttributionOutput`` (one sequence each), the
+    JSON that ``inseq.FeatureAttributionOutput.load`` reads."""
+    return _reagent.render_inseq([r.to_json() for r in results])
 
 
 def load_result(path: Union[str, os.PathLike]) -> Attribution:

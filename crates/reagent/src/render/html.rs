@@ -4,16 +4,17 @@
 //! shaded by its score for the selected target (a hover card gives the token, score, rank and,
 //! for ReAGent, the score's spread: across probes, or the effect's standard error);
 //! the targets × context heatmap drawn on a canvas (click a row to select its target, hover a
-//! cell for its card); a token / word toggle when word scores exist; a legend. Scores that are
-//! all non-negative use one sequential scale (white → red, per row); signed scores a diverging
-//! one (blue → white → red). The text view is written as HTML for the last target, so the page
+//! cell for its card); a token / word / sentence toggle (`#view=sentence` in the address opens
+//! that view; words and sentences come from the text, as for `--unit`); a legend. Scores that
+//! are all non-negative use one sequential scale (white → red, per row); signed scores a
+//! diverging one (blue → white → red). The text view is written as HTML for the last target, so the page
 //! reads without scripts; the script recolours it for the target selected.
 
 use std::io::Write;
 
 use std::io::Result;
 
-use crate::result::AttributionResult;
+use crate::result::{segment, AttributionResult, Unit};
 
 /// Writes one page holding every result given.
 pub struct Html;
@@ -84,18 +85,31 @@ document.querySelectorAll('section.result').forEach(sec=>{
   let sel=R.targets.length-1, unit='token';
   const legend=sec.querySelector('.legend .bar');
   legend.style.background=signed?'linear-gradient(90deg,rgb(38,38,255),#fff,rgb(255,38,38))':'linear-gradient(90deg,#fff,rgb(255,38,38))';
-  function rowScores(k){
+  const G=JSON.parse(sec.querySelector('script.groups').textContent);
+  // The result's own unit scores (--words, --unit) serve the view of their unit; any other
+  // view sums the token scores over the text's words or sentences.
+  const own=v=>{if(!R.words)return false;const u=R.words.unit||'word';return v===u||(v==='spans'&&u!=='word'&&u!=='sentence');};
+    function rowScores(k){
     const t=R.targets[k];
-    if(unit==='word'&&R.words){const ws=R.words.scores[k];const out=new Array(t.position).fill(0);
+    if(unit!=='token'&&own(unit)){const ws=R.words.scores[k];const out=new Array(t.position).fill(0);
       R.words.words.forEach((w,j)=>{for(let i=w.tokens[0];i<Math.min(w.tokens[1],t.position);i++)out[i]=ws[j];});return out;}
+    if(unit!=='token'&&G[unit]){const out=new Array(t.position).fill(0);
+      G[unit].forEach(([a,b])=>{const e=Math.min(b,t.position);let x=0;for(let i=a;i<e;i++)x+=t.scores[i];for(let i=a;i<e;i++)out[i]=x;});return out;}
     return t.scores;
+  }
+  function unitText(i){
+    if(unit==='token')return null;
+    const gs=own(unit)?R.words.words.map(w=>w.tokens):G[unit]||[];
+    const g=gs.find(([a,b])=>i>=a&&i<b);
+    return g?R.tokens.slice(g[0],g[1]).map(x=>x.text).join(''):null;
   }
   function paintText(){
     const t=R.targets[sel], s=rowScores(sel), m=maxAbs(s), rk=ranks(s);
     spans.forEach((el,i)=>{
       el.classList.toggle('target',i===t.position);
       const sp=(unit==='token'&&t.spread&&i<t.spread.length)?` ± ${t.spread[i].toFixed(4)}`:'';
-      if(i<t.position){el.style.background=colour(s[i],m,signed);el.dataset.card=`<b>${esc(JSON.stringify(R.tokens[i].text))}</b><br>score ${s[i].toFixed(4)}${sp}<br>rank ${rk[i]} of ${s.length}`;}
+      const u=i<t.position?unitText(i):null, ut=u===null?'':`<br>${unit} ${esc(JSON.stringify(u))}`;
+      if(i<t.position){el.style.background=colour(s[i],m,signed);el.dataset.card=`<b>${esc(JSON.stringify(R.tokens[i].text))}</b>${ut}<br>score ${s[i].toFixed(4)}${sp}<br>rank ${rk[i]} of ${s.length}`;}
       else{el.style.background='transparent';el.dataset.card=i===t.position?`target <b>${esc(JSON.stringify(t.text))}</b> p=${t.prob.toFixed(4)}`:'';}
     });
     sec.querySelector('.selected').textContent=`target ${sel+1} of ${R.targets.length}: ${JSON.stringify(t.text)}`+(t.contrast?` vs ${JSON.stringify(t.contrast.text)}`:'');
@@ -120,12 +134,15 @@ document.querySelectorAll('section.result').forEach(sec=>{
   cv.addEventListener('mouseleave',hideCard);
   cv.addEventListener('click',e=>{const [,k]=cell(e);if(k>=0&&k<T){sel=k;paintText();paintHeat();}});
   sec.querySelectorAll('input[name^=unit]').forEach(b=>b.addEventListener('change',()=>{unit=b.value;paintText();paintHeat();}));
+  // `page.html#view=sentence` opens every result in that view.
+  const want=new URLSearchParams(location.hash.slice(1)).get('view');
+  const start=[...sec.querySelectorAll('input[name^=unit]')].find(b=>b.value===want);
+  if(start){start.checked=true;unit=want;}
   paintText();paintHeat();
 });
 "#;
 
 impl Html {
-    /// Write one page with every result.
     /// The page as a string.
     pub fn page(&self, results: &[AttributionResult]) -> String {
         let mut out = Vec::new();
@@ -134,6 +151,7 @@ impl Html {
         String::from_utf8(out).expect("the page is UTF-8")
     }
 
+    /// Write one page with every result.
     pub fn render(&self, results: &[AttributionResult], mut w: impl Write) -> Result<()> {
         writeln!(
             w,
@@ -174,21 +192,24 @@ impl Html {
             "<details><summary>configuration</summary><pre>{}</pre></details>",
             esc(&serde_json::to_string_pretty(cfg)?)
         )?;
-        let unit_toggle = match &r.words {
-            Some(ws) => {
-                // `--words`, or the unit of `--unit` (word, sentence, spans).
-                let label = match ws.unit.as_deref() {
-                    None | Some("word") => "words",
-                    Some("sentence") => "sentences",
-                    Some(_) => "spans",
-                };
-                format!(
-                    " · view: <label><input type=\"radio\" name=\"unit{n}\" value=\"token\" checked> tokens</label> \
-                     <label><input type=\"radio\" name=\"unit{n}\" value=\"word\"> {label}</label>"
-                )
-            }
-            None => String::new(),
+        // Views: tokens, the text's words and sentences (token scores summed, or the unit
+        // scores of `--words` / `--unit` for their unit), and the spans of `--unit-spans`.
+        let radio = |value: &str, label: &str, checked: bool| {
+            format!(
+                "<label><input type=\"radio\" name=\"unit{n}\" value=\"{value}\"{}> {label}</label>",
+                if checked { " checked" } else { "" }
+            )
         };
+        let mut views = vec![
+            radio("token", "tokens", true),
+            radio("word", "words", false),
+            radio("sentence", "sentences", false),
+        ];
+        if matches!(&r.words, Some(ws) if !matches!(ws.unit.as_deref(), None | Some("word") | Some("sentence")))
+        {
+            views.push(radio("spans", "spans", false));
+        }
+        let unit_toggle = format!(" · view: {}", views.join(" "));
         writeln!(
             w,
             "<div class=\"controls\"><span class=\"selected\"></span>{unit_toggle}</div>\
@@ -232,6 +253,20 @@ impl Html {
             w,
             "<script type=\"application/json\" class=\"data\">{}</script>",
             script_json(r)?
+        )?;
+        // The text's words and sentences as token ranges, for the views that sum over them.
+        let groups = |unit: Unit| -> Vec<(usize, usize)> {
+            segment(&r.text, &r.tokens, &unit)
+                .map(|ws| ws.into_iter().map(|w| w.tokens).collect())
+                .unwrap_or_default()
+        };
+        writeln!(
+            w,
+            "<script type=\"application/json\" class=\"groups\">{}</script>",
+            script_json(&serde_json::json!({
+                "word": groups(Unit::Word),
+                "sentence": groups(Unit::Sentence),
+            }))?
         )?;
         writeln!(w, "</section>")?;
         Ok(())
@@ -312,24 +347,42 @@ mod tests {
         assert_eq!(page.matches("class=\"tok template\"").count(), 1);
     }
 
-    /// The unit toggle names the unit of `--unit`.
+    /// Every page has the token, word and sentence views, with the words and sentences of the
+    /// text as token ranges; spans of `--unit-spans` add their own view.
     #[test]
-    fn the_toggle_names_the_unit() {
+    fn the_views_and_their_groups() {
         use crate::result::{Word, WordAggregation, WordScores};
         let mut r = synthetic(4, 1);
+        // Five tokens: "w0", " w1.", " W2", " w3" and the target " w4".
+        r.text = "w0 w1. W2 w3 w4".into();
+        for (i, t) in r.tokens.iter_mut().enumerate() {
+            (t.start, t.end) = ([0, 2, 6, 9, 12][i], [2, 6, 9, 12, 15][i]);
+        }
+        let page = Html.page(&[r.clone()]);
+        for view in ["> tokens</label>", "> words</label>", "> sentences</label>"] {
+            assert!(page.contains(view), "{view}");
+        }
+        assert!(!page.contains("> spans</label>"));
+        let g = &page[page.find("class=\"groups\">").unwrap()..];
+        let g: serde_json::Value =
+            serde_json::from_str(&g[g.find('>').unwrap() + 1..g.find("</script>").unwrap()])
+                .unwrap();
+        assert_eq!(g["sentence"], serde_json::json!([[0, 2], [2, 5]]));
+        assert_eq!(
+            g["word"],
+            serde_json::json!([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]])
+        );
         r.words = Some(WordScores {
             aggregation: WordAggregation::Sum,
-            unit: Some("sentence".into()),
+            unit: Some("spans".into()),
             perturbed: true,
             words: vec![Word {
-                text: " w0 w1 w2 w3".into(),
-                tokens: (0, 4),
+                text: "w0 w1".into(),
+                tokens: (0, 2),
             }],
             scores: vec![vec![1.0]],
         });
-        assert!(Html.page(&[r.clone()]).contains("> sentences</label>"));
-        r.words.as_mut().unwrap().unit = None;
-        assert!(Html.page(&[r]).contains("> words</label>"));
+        assert!(Html.page(&[r]).contains("> spans</label>"));
     }
 
     #[test]

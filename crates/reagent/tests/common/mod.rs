@@ -8,7 +8,6 @@ use candle_core::{Device, Tensor};
 
 pub type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-/// The repository root.
 /// The tiny random causal models under `fixtures/models/` (made by `scripts/make_fixtures.py`).
 pub const CAUSAL: &[&str] = &[
     "llama",
@@ -24,6 +23,17 @@ pub const CAUSAL: &[&str] = &[
     "gpt_neox_seq",
 ];
 
+/// A tiny fixture model (`fixtures/models/NAME`), loaded with the default options.
+pub fn tiny_model(name: &str) -> reagent::LoadedModel {
+    let dir = fixture(&format!("models/{name}"));
+    reagent::model::load_causal(
+        dir.to_str().unwrap(),
+        &reagent::model::LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+/// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
