@@ -11,6 +11,7 @@
 
 pub mod arch;
 pub mod architectures;
+pub(crate) mod defaults;
 pub mod dims;
 pub mod gguf;
 pub mod load;
@@ -452,6 +453,88 @@ macro_rules! decoder_accessors {
     };
 }
 pub(crate) use decoder_accessors;
+
+/// One layer of a [`RotaryDecoder`]: the hidden states after it, and its attention
+/// probabilities when `want` is set.
+pub(crate) trait RotaryLayer: Send + Sync {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &nn::Rotary,
+        mask: &Tensor,
+        want: bool,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)>;
+}
+
+/// The final norm of a decoder.
+pub(crate) enum FinalNorm {
+    Rms(nn::RmsNorm),
+    Layer(nn::LayerNorm),
+}
+
+impl FinalNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            FinalNorm::Rms(n) => n.forward(x),
+            FinalNorm::Layer(n) => n.forward(x),
+        }
+    }
+}
+
+/// A decoder with rotary positions: token embeddings, its layers under one causal mask (with a
+/// sliding window when set), a final norm and the LM head. Llama, GPT-J and GPT-NeoX are this
+/// with a layer of their own (`llama::Llama` = `RotaryDecoder<llama::Block>`, ...).
+pub struct RotaryDecoder<L> {
+    embed: nn::Embedding,
+    layers: Vec<L>,
+    norm: FinalNorm,
+    head: nn::Linear,
+    rotary: nn::Rotary,
+    window: Option<usize>,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl<L> RotaryDecoder<L> {
+    /// Assembled from its parts; the device is the embeddings'.
+    pub(crate) fn new(
+        embed: nn::Embedding,
+        layers: Vec<L>,
+        norm: FinalNorm,
+        head: nn::Linear,
+        rotary: nn::Rotary,
+        window: Option<usize>,
+        info: ModelInfo,
+    ) -> Self {
+        let device = embed.table().device().clone();
+        RotaryDecoder {
+            embed,
+            layers,
+            norm,
+            head,
+            rotary,
+            window,
+            info,
+            device,
+        }
+    }
+}
+
+impl<L: RotaryLayer> CausalLm for RotaryDecoder<L> {
+    decoder_accessors!(embed, head);
+
+    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
+        decode(
+            embeds.clone(),
+            lengths,
+            self.window,
+            &self.layers,
+            want,
+            |l, x, mask| l.forward(x, &self.rotary, mask, want),
+            |x| Ok(self.norm.forward(x)?),
+        )
+    }
+}
 
 /// The body of a decoder with one causal mask (with a sliding window when given): the layers
 /// from `x`, then `last` (the final norm, and any projection) on the result.

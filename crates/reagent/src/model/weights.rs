@@ -265,11 +265,6 @@ pub struct SpecialIds {
     pub pad_token_id: Option<u32>,
 }
 
-/// A serde default of `true`.
-pub(crate) fn yes() -> bool {
-    true
-}
-
 /// `eos_token_id` may be an int or a list.
 pub(crate) fn eos_ids(v: &Option<serde_json::Value>) -> Vec<u32> {
     match v {

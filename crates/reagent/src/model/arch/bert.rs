@@ -25,26 +25,20 @@ pub struct Config {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::gelu")]
     pub hidden_act: String,
     pub max_position_embeddings: usize,
     #[serde(default = "one")]
     pub type_vocab_size: usize,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::model::defaults::eps_1e12")]
     pub layer_norm_eps: f64,
     #[serde(flatten)]
     pub special: SpecialIds,
     pub position_embedding_type: Option<String>,
 }
 
-fn default_act() -> String {
-    "gelu".into()
-}
 fn one() -> usize {
     1
-}
-fn default_eps() -> f64 {
-    1e-12
 }
 
 /// Which of the two families: they differ in names, position ids and head.

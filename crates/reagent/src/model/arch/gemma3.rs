@@ -28,9 +28,9 @@ pub struct Config {
     pub num_key_value_heads: usize,
     pub head_dim: usize,
     pub vocab_size: usize,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::model::defaults::eps_1e6")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_max_pos")]
+    #[serde(default = "crate::model::defaults::positions_131072")]
     pub max_position_embeddings: usize,
     pub query_pre_attn_scalar: Option<f64>,
     pub sliding_window: Option<usize>,
@@ -43,22 +43,12 @@ pub struct Config {
     pub rope_parameters: Option<serde_json::Value>,
     pub final_logit_softcapping: Option<f64>,
     pub attn_logit_softcapping: Option<f64>,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::gelu_pytorch_tanh")]
     pub hidden_activation: String,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub tie_word_embeddings: bool,
     #[serde(flatten)]
     pub special: SpecialIds,
-}
-
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_max_pos() -> usize {
-    131_072
-}
-fn default_act() -> String {
-    "gelu_pytorch_tanh".into()
 }
 
 impl Config {

@@ -22,23 +22,16 @@ pub struct Config {
     pub n_positions: usize,
     pub n_inner: Option<usize>,
     pub vocab_size: usize,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::model::defaults::eps_1e5")]
     pub layer_norm_epsilon: f64,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::gelu_new")]
     pub activation_function: String,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub scale_attn_weights: bool,
     #[serde(default)]
     pub scale_attn_by_inverse_layer_idx: bool,
     #[serde(flatten)]
     pub special: SpecialIds,
-}
-
-fn default_eps() -> f64 {
-    1e-5
-}
-fn default_act() -> String {
-    "gelu_new".into()
 }
 
 struct Attention {

@@ -5,14 +5,14 @@
 //! transformers `models/gpt_neox/modeling_gpt_neox.py`. Fused QKV projection laid out per head,
 //! rotary embedding on a fraction (`rotary_pct`) of each head, parallel or sequential residual.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, RopeScaling, Rotary};
 use crate::model::weights::layer_norm;
 use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
+use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
 use crate::Result;
 
 /// `config.json` of a GPT-NeoX model.
@@ -30,25 +30,18 @@ pub struct Config {
     pub rope_parameters: Option<serde_json::Value>,
     pub partial_rotary_factor: Option<f64>,
     pub rope_scaling: Option<serde_json::Value>,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::model::defaults::eps_1e5")]
     pub layer_norm_eps: f64,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::gelu")]
     pub hidden_act: String,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub use_parallel_residual: bool,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub attention_bias: bool,
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(flatten)]
     pub special: SpecialIds,
-}
-
-fn default_eps() -> f64 {
-    1e-5
-}
-fn default_act() -> String {
-    "gelu".into()
 }
 
 impl Config {
@@ -70,7 +63,8 @@ impl Config {
     }
 }
 
-struct Layer {
+/// One GPT-NeoX layer: attention and MLP, in parallel or in sequence (`use_parallel_residual`).
+pub struct Layer {
     input_layernorm: LayerNorm,
     post_attention_layernorm: LayerNorm,
     query_key_value: Linear,
@@ -115,7 +109,9 @@ impl Layer {
             parallel: cfg.use_parallel_residual,
         })
     }
+}
 
+impl RotaryLayer for Layer {
     fn forward(
         &self,
         x: &Tensor,
@@ -152,15 +148,7 @@ impl Layer {
 }
 
 /// GPT-NeoX with its LM head (`embed_out`).
-pub struct GptNeoX {
-    embed_in: Embedding,
-    layers: Vec<Layer>,
-    final_layer_norm: LayerNorm,
-    head: Linear,
-    rotary: Rotary,
-    info: ModelInfo,
-    device: Device,
-}
+pub type GptNeoX = RotaryDecoder<Layer>;
 
 impl GptNeoX {
     pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
@@ -202,30 +190,9 @@ impl GptNeoX {
             cfg.max_position_embeddings,
         )
         .with_specials(&cfg.special);
-        Ok(GptNeoX {
-            embed_in,
-            layers,
-            final_layer_norm,
-            head,
-            rotary,
-            info,
-            device: vb.device().clone(),
-        })
-    }
-}
-
-impl CausalLm for GptNeoX {
-    decoder_accessors!(embed_in, head);
-    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let x = embeds.clone();
-        decode(
-            x,
-            lengths,
-            None,
-            &self.layers,
-            want,
-            |l, x, mask| l.forward(x, &self.rotary, mask, want),
-            |x| Ok(self.final_layer_norm.forward(x)?),
-        )
+        let norm = FinalNorm::Layer(final_layer_norm);
+        Ok(GptNeoX::new(
+            embed_in, layers, norm, head, rotary, None, info,
+        ))
     }
 }

@@ -6,14 +6,14 @@
 //! embedding on the first `rotary_dim` channels of each head with adjacent pairs rotated, untied
 //! head with a bias.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, RopeScaling, Rotary};
 use crate::model::weights::layer_norm;
 use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
+use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
 use crate::Result;
 
 /// `config.json` of a GPT-J model.
@@ -26,22 +26,16 @@ pub struct Config {
     pub n_inner: Option<usize>,
     pub rotary_dim: Option<usize>,
     pub vocab_size: usize,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::model::defaults::eps_1e5")]
     pub layer_norm_epsilon: f64,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::gelu_new")]
     pub activation_function: String,
     #[serde(flatten)]
     pub special: SpecialIds,
 }
 
-fn default_eps() -> f64 {
-    1e-5
-}
-fn default_act() -> String {
-    "gelu_new".into()
-}
-
-struct Block {
+/// One GPT-J layer: attention and MLP in parallel from one LayerNorm.
+pub struct Block {
     ln_1: LayerNorm,
     q_proj: Linear,
     k_proj: Linear,
@@ -72,7 +66,9 @@ impl Block {
             scale: 1.0 / ((h / cfg.n_head) as f64).sqrt(),
         })
     }
+}
 
+impl RotaryLayer for Block {
     fn forward(
         &self,
         x: &Tensor,
@@ -94,15 +90,7 @@ impl Block {
 }
 
 /// GPT-J with its LM head.
-pub struct GptJ {
-    wte: Embedding,
-    blocks: Vec<Block>,
-    ln_f: LayerNorm,
-    head: Linear,
-    rotary: Rotary,
-    info: ModelInfo,
-    device: Device,
-}
+pub type GptJ = RotaryDecoder<Block>;
 
 impl GptJ {
     pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
@@ -139,30 +127,7 @@ impl GptJ {
             cfg.n_positions,
         )
         .with_specials(&cfg.special);
-        Ok(GptJ {
-            wte,
-            blocks,
-            ln_f,
-            head,
-            rotary,
-            info,
-            device: vb.device().clone(),
-        })
-    }
-}
-
-impl CausalLm for GptJ {
-    decoder_accessors!(wte, head);
-    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let x = embeds.clone();
-        decode(
-            x,
-            lengths,
-            None,
-            &self.blocks,
-            want,
-            |b, x, mask| b.forward(x, &self.rotary, mask, want),
-            |x| Ok(self.ln_f.forward(x)?),
-        )
+        let norm = FinalNorm::Layer(ln_f);
+        Ok(GptJ::new(wte, blocks, norm, head, rotary, None, info))
     }
 }

@@ -5,7 +5,7 @@
 //! transformers `models/llama/modeling_llama.py` (Qwen2 adds q/k/v biases, Mistral a sliding
 //! window). RoPE, grouped-query attention, RMSNorm, SwiGLU MLP, tied or untied head.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::model::nn::{
@@ -13,7 +13,7 @@ use crate::model::nn::{
 };
 use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
-use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
+use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
 use crate::Result;
 
 /// `config.json` of a Llama-family model (only the keys we use).
@@ -26,13 +26,13 @@ pub struct Config {
     pub num_key_value_heads: Option<usize>,
     pub head_dim: Option<usize>,
     pub vocab_size: usize,
-    #[serde(default = "default_eps")]
+    #[serde(default = "crate::model::defaults::eps_1e6")]
     pub rms_norm_eps: f64,
     pub rope_theta: Option<f64>,
     /// transformers v5 moves `rope_theta` and the scaling into this object.
     pub rope_parameters: Option<serde_json::Value>,
     pub rope_scaling: Option<serde_json::Value>,
-    #[serde(default = "default_max_pos")]
+    #[serde(default = "crate::model::defaults::positions_2048")]
     pub max_position_embeddings: usize,
     #[serde(default)]
     pub tie_word_embeddings: bool,
@@ -40,7 +40,7 @@ pub struct Config {
     pub attention_bias: bool,
     #[serde(default)]
     pub mlp_bias: bool,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::silu")]
     pub hidden_act: String,
     pub sliding_window: Option<usize>,
     #[serde(default)]
@@ -50,16 +50,6 @@ pub struct Config {
     /// Set by the loader, not by config.json.
     #[serde(skip)]
     pub flavor: Flavor,
-}
-
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_max_pos() -> usize {
-    2048
-}
-fn default_act() -> String {
-    "silu".into()
 }
 
 /// Which member of the family, and where its weights came from.
@@ -185,7 +175,8 @@ impl Mlp {
     }
 }
 
-struct Block {
+/// One Llama layer: attention and MLP, each after an RMSNorm, with residuals.
+pub struct Block {
     input_layernorm: RmsNorm,
     self_attn: Attention,
     post_attention_layernorm: RmsNorm,
@@ -208,7 +199,9 @@ impl Block {
             mlp: Mlp::load(vb.pp("mlp"), cfg)?,
         })
     }
+}
 
+impl RotaryLayer for Block {
     fn forward(
         &self,
         x: &Tensor,
@@ -228,16 +221,7 @@ impl Block {
 }
 
 /// A Llama-family causal LM.
-pub struct Llama {
-    embed_tokens: Embedding,
-    layers: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rotary: Rotary,
-    window: Option<usize>,
-    info: ModelInfo,
-    device: Device,
-}
+pub type Llama = RotaryDecoder<Block>;
 
 impl Llama {
     pub fn load(vb: Vb, cfg: &Config, architecture: &str) -> Result<Self> {
@@ -281,32 +265,16 @@ impl Llama {
         )
         .with_specials(&cfg.special);
         info.capabilities.gradients = !vb.is_quantized();
-        Ok(Llama {
+        let norm = FinalNorm::Rms(norm);
+        let window = cfg.window();
+        Ok(Llama::new(
             embed_tokens,
             layers,
             norm,
             lm_head,
             rotary,
-            window: cfg.window(),
+            window,
             info,
-            device: vb.device().clone(),
-        })
-    }
-}
-
-impl CausalLm for Llama {
-    decoder_accessors!(embed_tokens, lm_head);
-
-    fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let x = embeds.clone();
-        decode(
-            x,
-            lengths,
-            self.window,
-            &self.layers,
-            want,
-            |l, x, mask| l.forward(x, &self.rotary, mask, want),
-            |x| Ok(self.norm.forward(x)?),
-        )
+        ))
     }
 }

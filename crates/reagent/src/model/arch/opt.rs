@@ -28,20 +28,16 @@ pub struct Config {
     pub vocab_size: usize,
     pub max_position_embeddings: usize,
     pub word_embed_proj_dim: Option<usize>,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub do_layer_norm_before: bool,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub enable_bias: bool,
-    #[serde(default = "crate::model::weights::yes")]
+    #[serde(default = "crate::model::defaults::yes")]
     pub layer_norm_elementwise_affine: bool,
-    #[serde(default = "default_act")]
+    #[serde(default = "crate::model::defaults::relu")]
     pub activation_function: String,
     #[serde(flatten)]
     pub special: SpecialIds,
-}
-
-fn default_act() -> String {
-    "relu".into()
 }
 
 const LN_EPS: f64 = 1e-5;
