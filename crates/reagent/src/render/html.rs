@@ -279,16 +279,27 @@ mod tests {
     use crate::method::TargetScores;
     use crate::result::{Provenance, TargetAttribution, Token};
 
-    /// A result of `l` context tokens and `t` targets (the last `t` tokens).
+    /// A result of `l` context tokens and `t` targets (the last `t` tokens): the words " W0",
+    /// " w1", ..., " w9.", " W10", ...: a sentence of every ten.
     fn synthetic(l: usize, t: usize) -> AttributionResult {
+        let mut text = String::new();
         let tokens: Vec<Token> = (0..l + t)
-            .map(|i| Token {
-                id: i as u32,
-                text: format!(" w{i}"),
-                start: 4 * i,
-                end: 4 * i + 4,
-                special: false,
-                template: false,
+            .map(|i| {
+                let word = match i % 10 {
+                    0 => format!(" W{i}"),
+                    9 => format!(" w{i}."),
+                    _ => format!(" w{i}"),
+                };
+                let start = text.chars().count();
+                text.push_str(&word);
+                Token {
+                    id: i as u32,
+                    text: word,
+                    start,
+                    end: text.chars().count(),
+                    special: false,
+                    template: false,
+                }
             })
             .collect();
         let targets = (0..t)
@@ -316,7 +327,7 @@ mod tests {
                 method: "reagent".into(),
                 config: serde_json::json!({"seed": 1}),
             },
-            text: String::new(),
+            text,
             tokens,
             prompt_tokens: l,
             target_mode: "forced".into(),
@@ -331,8 +342,17 @@ mod tests {
     #[test]
     fn a_large_result_stays_a_small_page() {
         let mut out = Vec::new();
-        Html.render(&[synthetic(2000, 100)], &mut out).unwrap();
+        let r = synthetic(2000, 100);
+        Html.render(std::slice::from_ref(&r), &mut out).unwrap();
         assert!(out.len() < 4_000_000, "{} bytes", out.len());
+        // The word and sentence views' groups are there: 2,100 words, 210 sentences.
+        let page = String::from_utf8(out.clone()).unwrap();
+        let g = &page[page.find("class=\"groups\">").unwrap()..];
+        let g: serde_json::Value =
+            serde_json::from_str(&g[g.find('>').unwrap() + 1..g.find("</script>").unwrap()])
+                .unwrap();
+        assert_eq!(g["word"].as_array().unwrap().len(), 2100);
+        assert_eq!(g["sentence"].as_array().unwrap().len(), 210);
         if let Ok(p) = std::env::var("REAGENT_HTML_SAMPLE") {
             std::fs::write(p, &out).unwrap();
         }
