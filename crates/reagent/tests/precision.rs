@@ -106,3 +106,100 @@ fn bf16_is_the_same_with_any_thread_count() {
     };
     assert_eq!(run(1), run(3));
 }
+
+/// Quantized weights in bf16 (`--quantized --precision bf16`): the blocks stay in memory and are
+/// unpacked a panel at a time (`nn::bf16::QuantBf16`, whose product equals the packed
+/// dequantized weight's bit for bit, a unit test). On the real GGUF models the next-token
+/// log-probabilities differ from the dense f32 ones by no more than the errors of bf16 products
+/// and of candle's quantized products added, the most likely token is the same; gradients are
+/// refused; the weights' description says what ran.
+#[test]
+fn quantized_weights_in_bf16_on_the_real_models() {
+    for file in [
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+    ] {
+        let Some(path) = real_model(file) else {
+            continue;
+        };
+        let path = path.to_str().unwrap();
+        let q = LoadOptions {
+            quantized: true,
+            ..opts(Precision::Bf16)
+        };
+        if !Precision::Bf16.available() {
+            let msg = load_causal(path, &q)
+                .err()
+                .expect("bf16 loaded")
+                .to_string();
+            assert!(msg.contains("AVX512-BF16"), "{msg}");
+            continue;
+        }
+        let f32_model = load_causal(path, &opts(Precision::F32)).unwrap();
+        let dense = load_causal(path, &opts(Precision::Bf16)).unwrap();
+        let quant = load_causal(path, &q).unwrap();
+        let w = &quant.model.info().weights;
+        assert!(w.contains("quantized") && w.contains("bf16"), "{w}");
+        let tok = &f32_model.tokenizer;
+        let seqs: Vec<Vec<u32>> = [
+            "The Eiffel Tower is a famous landmark in the city of",
+            "My cousin moved to France last year. Yesterday she visited the capital city,",
+            "Water boils at a temperature of one hundred degrees",
+        ]
+        .iter()
+        .map(|p| tok.encode(p, true).unwrap().ids)
+        .collect();
+        let lp = |m: &reagent::LoadedModel| {
+            m.model
+                .next_token_log_probs(&seqs)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        let (a, b, c) = (lp(&f32_model), lp(&dense), lp(&quant));
+        // Over each row's 20 most likely tokens under f32.
+        let gap = |x: &[Vec<f32>]| -> f32 {
+            let mut worst = 0f32;
+            for (r, row) in a.iter().enumerate() {
+                for i in reagent::util::top_n(row, 20) {
+                    worst = worst.max((row[i] - x[r][i]).abs());
+                }
+            }
+            worst
+        };
+        // The quantized weights in f32 (candle's block products): the other error combined.
+        let qf32 = LoadOptions {
+            quantized: true,
+            ..opts(Precision::F32)
+        };
+        let d = lp(&load_causal(path, &qf32).unwrap());
+        let (gb, gc, gd) = (gap(&b), gap(&c), gap(&d));
+        eprintln!(
+            "{file}: top-20 |Δ log p| vs dense f32: dense bf16 {gb:.4}, quantized f32 {gd:.4}, quantized bf16 {gc:.4}"
+        );
+        // No worse than its two approximations (bf16 products, quantized weights) added.
+        assert!(
+            gc <= gb + gd + 0.01,
+            "{file}: quantized bf16 differs from f32 by {gc} (bf16 alone {gb}, quantized alone {gd})"
+        );
+        for (r, row) in a.iter().enumerate() {
+            assert_eq!(
+                reagent::util::top_n(row, 1),
+                reagent::util::top_n(&c[r], 1),
+                "{file}: row {r}'s most likely token"
+            );
+        }
+        let e = registry::build(
+            MethodKind::InputXGradient,
+            &MethodSettings::default(),
+            &quant,
+            None,
+        )
+        .unwrap()
+        .attribute(quant.model.as_ref(), &seqs[0], 5, 0, &NoProgress);
+        assert!(
+            e.is_err(),
+            "{file}: a gradient method ran on quantized bf16 weights"
+        );
+    }
+}

@@ -447,19 +447,11 @@ fn describe_weights(m: &mut Arc<dyn CausalLm>, weights: String, precision: super
 
 /// Load a causal LM and its tokenizer from a `--model` spec.
 pub fn load_causal(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
-    if opts.precision != super::Precision::F32 {
-        if opts.quantized {
-            return Err(Error::input(format!(
-                "precision {} applies to dense weights; quantized weights run in their own formats",
-                opts.precision
-            )));
-        }
-        if !opts.precision.available() {
-            return Err(Error::Unsupported(format!(
-                "precision {} needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or Sapphire Rapids or later); this one lacks it, use f32",
-                opts.precision
-            )));
-        }
+    if opts.precision != super::Precision::F32 && !opts.precision.available() {
+        return Err(Error::Unsupported(format!(
+            "precision {} needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or Sapphire Rapids or later); this one lacks it, use f32",
+            opts.precision
+        )));
     }
     let source = ModelSource::parse(spec)?;
     let (model, tokenizer) = match &source {

@@ -204,6 +204,12 @@ impl Vb {
                         q.shape().dims()
                     )));
                 }
+                // In bf16, the blocks stay in memory and are unpacked a panel at a time.
+                if self.precision == super::Precision::Bf16 {
+                    if let Some(p) = super::nn::bf16::QuantBf16::new(q.clone()) {
+                        return Ok(Weight::QuantBf16(Arc::new(p)));
+                    }
+                }
                 return Ok(Weight::Quantized(Arc::new(QMatMul::from_arc(q)?)));
             }
         }

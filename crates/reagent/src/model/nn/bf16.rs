@@ -13,6 +13,10 @@
 //! Whether the CPU has the instruction is detected at run time ([`available`]); without it,
 //! nothing here runs and loading a model in bf16 is refused.
 
+use std::sync::Arc;
+
+use candle_core::quantized::k_quants::GgmlType;
+use candle_core::quantized::{GgmlDType, QTensor};
 use rayon::prelude::*;
 
 /// Output columns per panel: two 16-lane registers.
@@ -138,17 +142,8 @@ impl PackedBf16 {
             // An empty product, or sums over nothing.
             return vec![0f32; m * n];
         }
-        // x in bf16, rows of 2 * kp values (the last one zero when k is odd).
-        let mut a = vec![0u16; m * kp * 2];
-        let convert = |(row, out): (usize, &mut [u16])| {
-            // SAFETY: the features were checked by the caller.
-            unsafe { avx512::round_row(&x[row * k..(row + 1) * k], out) }
-        };
-        if parallel {
-            a.par_chunks_mut(kp * 2).enumerate().for_each(convert);
-        } else {
-            a.chunks_mut(kp * 2).enumerate().for_each(convert);
-        }
+        // SAFETY: the features were checked by the caller.
+        let a = unsafe { round_rows(x, m, k, kp, parallel) };
         let mut out: Vec<f32> = Vec::with_capacity(m * n);
         let np = n.div_ceil(NR);
         let blocks = m.div_ceil(MC);
@@ -195,6 +190,230 @@ impl PackedBf16 {
         // SAFETY: the tiles cover every element of the [m, n] output exactly once.
         unsafe { out.set_len(m * n) };
         out
+    }
+}
+
+/// `x: [m, k]` in bf16, rows of `2 * kp` values (the last one zero when `k` is odd).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_rows(x: &[f32], m: usize, k: usize, kp: usize, parallel: bool) -> Vec<u16> {
+    let mut a = vec![0u16; m * kp * 2];
+    let convert = |(row, out): (usize, &mut [u16])| {
+        // SAFETY: the features were checked by the caller.
+        unsafe { avx512::round_row(&x[row * k..(row + 1) * k], out) }
+    };
+    if parallel {
+        a.par_chunks_mut(kp * 2).enumerate().for_each(convert);
+    } else {
+        a.chunks_mut(kp * 2).enumerate().for_each(convert);
+    }
+    a
+}
+
+/// What the bf16 kernel multiplies by: a packed bf16 weight, or quantized blocks unpacked one
+/// panel at a time.
+pub trait Bf16Matmul: Send + Sync {
+    /// `(n, k)` of the weight `[n, k]`.
+    fn dims(&self) -> (usize, usize);
+    /// `x w^T` for a row-major `x: [m, k]`, as a row-major `[m, n]`; `None` when the CPU lacks
+    /// the instruction.
+    fn matmul(&self, x: &[f32], m: usize, parallel: bool) -> Option<Vec<f32>>;
+}
+
+impl Bf16Matmul for PackedBf16 {
+    fn dims(&self) -> (usize, usize) {
+        PackedBf16::dims(self)
+    }
+    fn matmul(&self, x: &[f32], m: usize, parallel: bool) -> Option<Vec<f32>> {
+        PackedBf16::matmul(self, x, m, parallel)
+    }
+}
+
+/// A GGUF-quantized weight `[n, k]` kept in its blocks (about the file's size in memory) and
+/// multiplied in bf16: each call dequantizes one panel of [`NR`] output rows at a time (candle's
+/// block decoders, the same values a dense load gives), rounds it to bf16 into the kernel's
+/// layout, and runs the kernel over every row of `x` before the next panel. The result equals
+/// that of [`PackedBf16`] on the dequantized weight, bit for bit.
+pub struct QuantBf16 {
+    q: Arc<QTensor>,
+    n: usize,
+    k: usize,
+    kp: usize,
+    /// Bytes of one output row's blocks.
+    row_bytes: usize,
+    dequant: fn(&[u8], &mut [f32]),
+}
+
+/// Decode whole blocks of `T` from their bytes.
+fn dequant_blocks<T: GgmlType>(bytes: &[u8], out: &mut [f32]) {
+    // SAFETY: `bytes` holds a whole number of `T` blocks at `T`'s alignment (checked in
+    // `QuantBf16::new`), and blocks are plain data.
+    let blocks = unsafe {
+        std::slice::from_raw_parts(
+            bytes.as_ptr() as *const T,
+            bytes.len() / std::mem::size_of::<T>(),
+        )
+    };
+    T::to_float(blocks, out);
+}
+
+/// The block decoder of a format: the function, elements and bytes per block, alignment.
+type Decoder = (fn(&[u8], &mut [f32]), usize, usize, usize);
+
+fn decoder(dtype: GgmlDType) -> Option<Decoder> {
+    use candle_core::quantized::k_quants::*;
+    fn of<T: GgmlType>() -> Option<Decoder> {
+        Some((
+            dequant_blocks::<T>,
+            T::BLCK_SIZE,
+            std::mem::size_of::<T>(),
+            std::mem::align_of::<T>(),
+        ))
+    }
+    match dtype {
+        GgmlDType::Q4_0 => of::<BlockQ4_0>(),
+        GgmlDType::Q4_1 => of::<BlockQ4_1>(),
+        GgmlDType::Q5_0 => of::<BlockQ5_0>(),
+        GgmlDType::Q5_1 => of::<BlockQ5_1>(),
+        GgmlDType::Q8_0 => of::<BlockQ8_0>(),
+        GgmlDType::Q2K => of::<BlockQ2K>(),
+        GgmlDType::Q3K => of::<BlockQ3K>(),
+        GgmlDType::Q4K => of::<BlockQ4K>(),
+        GgmlDType::Q5K => of::<BlockQ5K>(),
+        GgmlDType::Q6K => of::<BlockQ6K>(),
+        GgmlDType::Q8K => of::<BlockQ8K>(),
+        _ => None,
+    }
+}
+
+impl QuantBf16 {
+    /// `None` for a format without a block decoder here (F16, F32, BF16 tensors), a weight that
+    /// is not `[n, k]` with whole blocks per row, or storage off the CPU.
+    pub fn new(q: Arc<QTensor>) -> Option<Self> {
+        let (n, k) = q.shape().dims2().ok()?;
+        let (dequant, block, bytes, align) = decoder(q.dtype())?;
+        if k % block != 0 {
+            return None;
+        }
+        let row_bytes = k / block * bytes;
+        let data = q.data().ok()?;
+        if data.len() != n * row_bytes || !(data.as_ptr() as usize).is_multiple_of(align) {
+            return None;
+        }
+        drop(data);
+        Some(QuantBf16 {
+            q,
+            n,
+            k,
+            kp: k.div_ceil(2),
+            row_bytes,
+            dequant,
+        })
+    }
+
+    /// Bytes held by the blocks.
+    pub fn bytes(&self) -> usize {
+        self.n * self.row_bytes
+    }
+
+    /// Rows `rows` of the weight as f32 (what a dense load of the file gives).
+    pub fn dequantize_rows(&self, rows: std::ops::Range<usize>) -> Vec<f32> {
+        let data = self
+            .q
+            .data()
+            .expect("the blocks were readable at construction");
+        let mut out = vec![0f32; rows.len() * self.k];
+        for (r, o) in rows.zip(out.chunks_mut(self.k)) {
+            (self.dequant)(&data[r * self.row_bytes..(r + 1) * self.row_bytes], o);
+        }
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn matmul_avx512(&self, x: &[f32], m: usize, parallel: bool) -> Vec<f32> {
+        let (n, k, kp) = (self.n, self.k, self.kp);
+        if m == 0 || n == 0 || k == 0 {
+            return vec![0f32; m * n];
+        }
+        // SAFETY: the features were checked by the caller.
+        let a = unsafe { round_rows(x, m, k, kp, parallel) };
+        let data = self
+            .q
+            .data()
+            .expect("the blocks were readable at construction");
+        let mut out: Vec<f32> = Vec::with_capacity(m * n);
+        let dst = SendPtr(out.as_mut_ptr());
+        // One task per panel: unpack its rows, then pass it over every row of x.
+        type Bufs = (Vec<f32>, Vec<u16>, Vec<u16>);
+        let task = |(f, row, panel): &mut Bufs, j: usize| {
+            let cols = NR.min(n - j * NR);
+            if cols < NR {
+                panel.fill(0);
+            }
+            for c in 0..cols {
+                let r = j * NR + c;
+                (self.dequant)(&data[r * self.row_bytes..(r + 1) * self.row_bytes], f);
+                // SAFETY: the features were checked by the caller.
+                unsafe { avx512::round_row(f, row) };
+                // Pair p of the row is the panel's pair (p, c): one u32 each.
+                for p in 0..kp {
+                    panel[(p * NR + c) * 2] = row[2 * p];
+                    panel[(p * NR + c) * 2 + 1] = row[2 * p + 1];
+                }
+            }
+            let mut r0 = 0;
+            while r0 < m {
+                let r = MR.min(m - r0);
+                // SAFETY: rows r0..r0 + r and columns j * NR..j * NR + cols lie inside the
+                // [m, n] output; tasks write disjoint panels' columns.
+                unsafe {
+                    avx512::block(
+                        r,
+                        a.as_ptr().add(r0 * kp * 2) as *const u32,
+                        kp,
+                        panel.as_ptr(),
+                        dst.get().add(r0 * n + j * NR),
+                        n,
+                        cols,
+                    )
+                };
+                r0 += r;
+            }
+        };
+        let init = || (vec![0f32; k], vec![0u16; kp * 2], vec![0u16; kp * NR * 2]);
+        let np = n.div_ceil(NR);
+        if parallel {
+            (0..np).into_par_iter().for_each_init(init, task);
+        } else {
+            let mut bufs = init();
+            (0..np).for_each(|j| task(&mut bufs, j));
+        }
+        // SAFETY: the panels cover every column of every row of the [m, n] output once.
+        unsafe { out.set_len(m * n) };
+        out
+    }
+}
+
+impl Bf16Matmul for QuantBf16 {
+    fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+    fn matmul(&self, x: &[f32], m: usize, parallel: bool) -> Option<Vec<f32>> {
+        assert_eq!(
+            x.len(),
+            m * self.k,
+            "bf16 matmul: input of {} values, not {m} x {}",
+            x.len(),
+            self.k
+        );
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: the CPU has AVX512F and AVX512-BF16 (checked just above).
+            return Some(unsafe { self.matmul_avx512(x, m, parallel) });
+        }
+        let _ = (x, m, parallel);
+        None
     }
 }
 
@@ -367,5 +586,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Quantized blocks unpacked a panel at a time give exactly the product of the packed
+    /// dequantized weight, for each block format the loader meets, on edge shapes; formats
+    /// without a decoder here are declined.
+    #[test]
+    fn quantized_panels_equal_the_dequantized_weight() {
+        use candle_core::{Device, Tensor};
+        let mut seed = 11u64;
+        let mut rnd = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        };
+        for (dtype, n, k) in [
+            (GgmlDType::Q4_0, 33, 64),
+            (GgmlDType::Q4_1, 70, 96),
+            (GgmlDType::Q5_0, 32, 32),
+            (GgmlDType::Q8_0, 45, 160),
+            (GgmlDType::Q4K, 40, 256),
+            (GgmlDType::Q5K, 31, 512),
+            (GgmlDType::Q6K, 65, 256),
+        ] {
+            let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
+            let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+            let q = Arc::new(QTensor::quantize(&t, dtype).unwrap());
+            let dense = q.dequantize(&Device::Cpu).unwrap();
+            let dense: Vec<f32> = dense.flatten_all().unwrap().to_vec1().unwrap();
+            let qp = QuantBf16::new(q).expect("a block format with a decoder");
+            assert_eq!(qp.dequantize_rows(0..n), dense, "{dtype:?}: rows");
+            assert_eq!(Bf16Matmul::dims(&qp), (n, k));
+            let packed = PackedBf16::pack(&dense, n, k);
+            for m in [1, 13, 29] {
+                let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+                for parallel in [false, true] {
+                    let (a, b) = (
+                        Bf16Matmul::matmul(&qp, &x, m, parallel),
+                        packed.matmul(&x, m, parallel),
+                    );
+                    assert_eq!(a, b, "{dtype:?} [{m}, {n}, {k}]");
+                    assert_eq!(a.is_some(), available());
+                }
+            }
+        }
+        let t = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let f16 = Arc::new(QTensor::quantize(&t, GgmlDType::F16).unwrap());
+        assert!(QuantBf16::new(f16).is_none());
     }
 }

@@ -173,6 +173,9 @@ pub enum Weight {
     Quantized(Arc<QMatMul>),
     /// Rounded to bf16 and packed for the bf16 kernel (forward only; see [`bf16`]).
     Bf16(Arc<bf16::PackedBf16>),
+    /// Quantized blocks unpacked to bf16 a panel at a time (forward only; see
+    /// [`bf16::QuantBf16`]).
+    QuantBf16(Arc<bf16::QuantBf16>),
 }
 
 /// A linear layer `y = x W^T + b` with `W: [out, in]`.
@@ -204,7 +207,11 @@ impl Linear {
     }
 
     /// `x W^T` with a bf16 weight.
-    fn forward_bf16(&self, x: &Tensor, packed: &bf16::PackedBf16) -> candle_core::Result<Tensor> {
+    fn forward_bf16(
+        &self,
+        x: &Tensor,
+        packed: &dyn bf16::Bf16Matmul,
+    ) -> candle_core::Result<Tensor> {
         if x.track_op() {
             candle_core::bail!(
                 "a bf16 weight has no backward pass; load the model in f32 for gradients"
@@ -233,7 +240,7 @@ impl Linear {
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self.weight, Weight::Quantized(_))
+        matches!(self.weight, Weight::Quantized(_) | Weight::QuantBf16(_))
     }
 
     /// One layer computing all of `parts` at once (their outputs concatenated), when all are
@@ -276,7 +283,12 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if let Weight::Bf16(packed) = &self.weight {
+        let packed: Option<&dyn bf16::Bf16Matmul> = match &self.weight {
+            Weight::Bf16(p) => Some(p.as_ref()),
+            Weight::QuantBf16(q) => Some(q.as_ref()),
+            _ => None,
+        };
+        if let Some(packed) = packed {
             let y = self.forward_bf16(x, packed)?;
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
@@ -300,7 +312,8 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(w) => x2.contiguous()?.matmul(&w.t()?)?,
             Weight::Quantized(q) => q.forward(&x2)?,
-            Weight::Bf16(p) => self.forward_bf16(&x2, p)?,
+            Weight::Bf16(p) => self.forward_bf16(&x2, p.as_ref())?,
+            Weight::QuantBf16(q) => self.forward_bf16(&x2, q.as_ref())?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
