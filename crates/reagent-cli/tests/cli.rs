@@ -1630,19 +1630,36 @@ fn precision_from_the_command_line() {
     assert_eq!(auto_occ.contains("bf16"), bf16, "{auto_occ}");
     let (auto_grad, _) = parse(&run("auto", "gradient_norm"));
     assert_eq!(auto_grad, "f32");
-    fails(
-        &[
+    // Quantized GGUF weights in bf16: the blocks stay, the products run in bf16.
+    if let Some(gguf) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") {
+        let o = reagent(&[
             "attribute",
             "-m",
-            &model,
+            &gguf,
             "-p",
-            "hi",
+            "The Eiffel Tower is in the city of",
+            "-t",
+            " Paris",
+            "--method",
+            "occlusion",
             "--quantized",
             "--precision",
             "bf16",
-        ],
-        "dense weights",
-    );
+            "-q",
+            "--json",
+            "-",
+        ]);
+        if bf16 {
+            let (w, _) = parse(&o);
+            assert!(w.contains("quantized") && w.contains("bf16"), "{w}");
+        } else {
+            let e = stderr(&o);
+            assert!(
+                e.contains("AVX512-BF16") && e.trim().lines().count() == 1,
+                "{e}"
+            );
+        }
+    }
     fails(
         &[
             "predict",
