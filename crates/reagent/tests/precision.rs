@@ -112,7 +112,8 @@ fn bf16_is_the_same_with_any_thread_count() {
 /// dequantized weight's bit for bit, a unit test). On the real GGUF models the next-token
 /// log-probabilities differ from the dense f32 ones by no more than the errors of bf16 products
 /// and of candle's quantized products added, the most likely token is the same; gradients are
-/// refused; the weights' description says what ran.
+/// refused; the weights' description says what ran; the quantized token embedding gives the
+/// dense table's rows exactly.
 #[test]
 fn quantized_weights_in_bf16_on_the_real_models() {
     for file in [
@@ -156,6 +157,16 @@ fn quantized_weights_in_bf16_on_the_real_models() {
                 .to_vec2::<f32>()
                 .unwrap()
         };
+        // The token embedding stays in its blocks too; its rows are the dense table's exactly.
+        let ids = candle_core::Tensor::new(seqs[1].as_slice(), f32_model.model.device())
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let (ea, ec) = (
+            f32_model.model.embed(&ids).unwrap(),
+            quant.model.embed(&ids).unwrap(),
+        );
+        assert_eq!(max_abs_diff(&ea, &ec), 0.0, "{file}: embedding rows");
         let (a, b, c) = (lp(&f32_model), lp(&dense), lp(&quant));
         // Over each row's 20 most likely tokens under f32.
         let gap = |x: &[Vec<f32>]| -> f32 {

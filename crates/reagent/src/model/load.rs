@@ -130,9 +130,11 @@ fn is_hub_id(s: &str) -> bool {
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Run GGUF weights quantized (faster, less memory, no gradients). Default: dequantize to f32.
+    /// Keep GGUF weights in their blocks (less memory, no gradients; fast with bf16 precision).
+    /// Default: dequantize to f32.
     pub quantized: bool,
-    /// The model's arithmetic ([`super::Precision`]; bf16 needs dense weights). Default: f32.
+    /// The model's arithmetic ([`super::Precision`]; with `quantized`, bf16 products on the
+    /// blocks unpacked a panel at a time). Default: f32.
     pub precision: super::Precision,
     pub device: Device,
 }

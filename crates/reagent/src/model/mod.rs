@@ -506,7 +506,7 @@ impl<L> RotaryDecoder<L> {
         window: Option<usize>,
         info: ModelInfo,
     ) -> Self {
-        let device = embed.table().device().clone();
+        let device = embed.device().clone();
         RotaryDecoder {
             embed,
             layers,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Shape, Tensor};
 
-use super::nn::{LayerNorm, Linear, Weight};
+use super::nn::{Embedding, LayerNorm, Linear, Weight};
 use crate::{Error, Result};
 
 /// A store of named tensors.
@@ -240,10 +240,10 @@ impl Vb {
         self.reduced(Linear::new(Weight::Dense(w), Some(b), out_dim))
     }
 
-    /// A linear layer that reuses a dense `[out, in]` table (tied embeddings). In quantized mode
-    /// the table's stored quantized form under `name` is used when there is one.
-    pub fn tied_linear(&self, table: &Tensor, name: &str) -> Result<Linear> {
-        let out_dim = table.dim(0)?;
+    /// A linear layer that reuses an embedding's `[out, in]` table (tied embeddings). In
+    /// quantized mode the table's stored quantized form under `name` is used when there is one.
+    pub fn tied_linear(&self, embed: &Embedding, name: &str) -> Result<Linear> {
+        let (out_dim, _) = embed.dims()?;
         if self.quantized {
             if let Some(q) = self.src.qtensor(&self.path(name), &self.device) {
                 return Ok(Linear::new(
@@ -253,7 +253,34 @@ impl Vb {
                 ));
             }
         }
+        let table = embed.table().ok_or_else(|| {
+            Error::ModelSource(format!(
+                "`{}` is kept quantized and has no dense form for a tied head",
+                self.path(name)
+            ))
+        })?;
         Ok(Linear::new(Weight::Dense(table.clone()), None, out_dim))
+    }
+
+    /// An embedding table `[rows, dim]` stored as `weight`; in quantized mode kept in its blocks
+    /// when the source has them in a format with a block decoder.
+    pub fn embedding(&self, rows: usize, dim: usize) -> Result<Embedding> {
+        if self.quantized {
+            if let Some(q) = self.src.qtensor(&self.path("weight"), &self.device) {
+                let q = q?;
+                if q.shape().dims() != [rows, dim] {
+                    return Err(Error::ModelSource(format!(
+                        "tensor `{}` has shape {:?}, the config implies [{rows}, {dim}]",
+                        self.path("weight"),
+                        q.shape().dims()
+                    )));
+                }
+                if let Some(b) = super::nn::bf16::QuantBf16::new(q) {
+                    return Ok(Embedding::quantized(Arc::new(b), &self.device));
+                }
+            }
+        }
+        Ok(Embedding::new(self.get((rows, dim), "weight")?))
     }
 
     /// Whether linear layers will run quantized.

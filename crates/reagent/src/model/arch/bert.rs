@@ -169,14 +169,14 @@ impl BertMlm {
             .map(|i| Layer::load(m.pp("encoder").pp("layer").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let act = Activation::from_name(&cfg.hidden_act)?;
-        let table = embeddings.word.table();
         let head = match flavor {
             Flavor::Bert => {
                 let p = vb.pp("cls").pp("predictions");
                 let decoder = if p.contains("decoder.weight") {
                     p.pp("decoder").linear(h, cfg.vocab_size, false)?
                 } else {
-                    e.pp("word_embeddings").tied_linear(table, "weight")?
+                    e.pp("word_embeddings")
+                        .tied_linear(&embeddings.word, "weight")?
                 };
                 let bias = match p.get_opt(cfg.vocab_size, "bias")? {
                     Some(b) => b,
@@ -195,7 +195,8 @@ impl BertMlm {
                 let decoder = if p.contains("decoder.weight") {
                     p.pp("decoder").linear(h, cfg.vocab_size, false)?
                 } else {
-                    e.pp("word_embeddings").tied_linear(table, "weight")?
+                    e.pp("word_embeddings")
+                        .tied_linear(&embeddings.word, "weight")?
                 };
                 let bias = match p.get_opt(cfg.vocab_size, "bias")? {
                     Some(b) => b,

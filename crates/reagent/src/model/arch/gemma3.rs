@@ -234,7 +234,7 @@ impl Gemma3 {
             vb.pp("model")
         };
         let h = cfg.hidden_size;
-        let embed_tokens = Embedding::new(m.pp("embed_tokens").get((cfg.vocab_size, h), "weight")?);
+        let embed_tokens = m.pp("embed_tokens").embedding(cfg.vocab_size, h)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(m.pp("layers").pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;
@@ -242,8 +242,7 @@ impl Gemma3 {
         let lm_head = if !cfg.tie_word_embeddings && vb.contains("lm_head.weight") {
             vb.pp("lm_head").f32().linear(h, cfg.vocab_size, false)?
         } else {
-            m.pp("embed_tokens")
-                .tied_linear(embed_tokens.table(), "weight")?
+            m.pp("embed_tokens").tied_linear(&embed_tokens, "weight")?
         };
         let ((g_theta, g_scaling), (l_theta, l_scaling)) = cfg.ropes()?;
         let max_pos = cfg.max_position_embeddings;

@@ -105,7 +105,8 @@ impl Block {
 /// GPT-2 with its (tied) LM head.
 pub struct Gpt2 {
     wte: Embedding,
-    wpe: Embedding,
+    /// Learned positions `[n_positions, hidden]`.
+    wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     head: Linear,
@@ -124,7 +125,7 @@ impl Gpt2 {
         };
         let h = cfg.n_embd;
         let wte = Embedding::new(t.pp("wte").get((cfg.vocab_size, h), "weight")?);
-        let wpe = Embedding::new(t.pp("wpe").get((cfg.n_positions, h), "weight")?);
+        let wpe = t.pp("wpe").get((cfg.n_positions, h), "weight")?;
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::load(t.pp("h").pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;
@@ -132,7 +133,7 @@ impl Gpt2 {
         let head = if vb.contains("lm_head.weight") {
             vb.pp("lm_head").f32().linear(h, cfg.vocab_size, false)?
         } else {
-            t.pp("wte").tied_linear(wte.table(), "weight")?
+            t.pp("wte").tied_linear(&wte, "weight")?
         };
         let info = ModelInfo::dense(
             "GPT2LMHeadModel",
@@ -159,7 +160,7 @@ impl Gpt2 {
 impl CausalLm for Gpt2 {
     decoder_accessors!(wte, head);
     fn forward_hidden(&self, embeds: &Tensor, lengths: &[usize], want: bool) -> Result<Hidden> {
-        let pos = self.wpe.table().narrow(0, 0, embeds.dim(1)?)?;
+        let pos = self.wpe.narrow(0, 0, embeds.dim(1)?)?;
         let x = embeds.broadcast_add(&pos)?;
         decode(
             x,

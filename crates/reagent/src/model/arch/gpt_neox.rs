@@ -161,7 +161,7 @@ impl GptNeoX {
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = layer_norm(&g.pp("final_layer_norm"), h, cfg.layer_norm_eps)?;
         let head = if cfg.tie_word_embeddings || !vb.contains("embed_out.weight") {
-            g.pp("embed_in").tied_linear(embed_in.table(), "weight")?
+            g.pp("embed_in").tied_linear(&embed_in, "weight")?
         } else {
             vb.pp("embed_out").f32().linear(h, cfg.vocab_size, false)?
         };

@@ -8,9 +8,7 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use crate::model::nn::{
-    self, Activation, Embedding, Linear, Projections, RmsNorm, RopeScaling, Rotary,
-};
+use crate::model::nn::{self, Activation, Linear, Projections, RmsNorm, RopeScaling, Rotary};
 use crate::model::weights::SpecialIds;
 use crate::model::weights::Vb;
 use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
@@ -226,10 +224,9 @@ pub type Llama = RotaryDecoder<Block>;
 impl Llama {
     pub fn load(vb: Vb, cfg: &Config, architecture: &str) -> Result<Self> {
         let m = vb.pp("model");
-        let embed_tokens = Embedding::new(
-            m.pp("embed_tokens")
-                .get((cfg.vocab_size, cfg.hidden_size), "weight")?,
-        );
+        let embed_tokens = m
+            .pp("embed_tokens")
+            .embedding(cfg.vocab_size, cfg.hidden_size)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Block::load(m.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -238,8 +235,7 @@ impl Llama {
             cfg.rms_norm_eps,
         );
         let lm_head = if cfg.tie_word_embeddings || !vb.contains("lm_head.weight") {
-            m.pp("embed_tokens")
-                .tied_linear(embed_tokens.table(), "weight")?
+            m.pp("embed_tokens").tied_linear(&embed_tokens, "weight")?
         } else {
             vb.pp("lm_head")
                 .f32()

@@ -163,8 +163,7 @@ impl Opt {
         let head = if vb.contains("lm_head.weight") {
             vb.pp("lm_head").f32().linear(proj, cfg.vocab_size, false)?
         } else {
-            d.pp("embed_tokens")
-                .tied_linear(embed_tokens.table(), "weight")?
+            d.pp("embed_tokens").tied_linear(&embed_tokens, "weight")?
         };
         let info = ModelInfo::dense(
             "OPTForCausalLM",

@@ -451,26 +451,82 @@ impl LayerNorm {
     }
 }
 
-/// A token or position embedding table `[n, dim]`.
+/// A token or position embedding table `[n, dim]`: dense, or kept in its quantized blocks
+/// (GGUF, `--quantized`) and dequantized row by row when looked up (the same values).
 #[derive(Clone)]
 pub struct Embedding {
-    table: Tensor,
+    table: Table,
+}
+
+#[derive(Clone)]
+enum Table {
+    Dense(Tensor),
+    Quantized {
+        blocks: Arc<bf16::QuantBf16>,
+        device: candle_core::Device,
+    },
 }
 
 impl Embedding {
     pub fn new(table: Tensor) -> Self {
-        Embedding { table }
+        Embedding {
+            table: Table::Dense(table),
+        }
     }
-    pub fn table(&self) -> &Tensor {
-        &self.table
+
+    /// Rows kept in their quantized blocks.
+    pub fn quantized(blocks: Arc<bf16::QuantBf16>, device: &candle_core::Device) -> Self {
+        Embedding {
+            table: Table::Quantized {
+                blocks,
+                device: device.clone(),
+            },
+        }
     }
+
+    /// The dense table; `None` when the rows are kept quantized.
+    pub fn table(&self) -> Option<&Tensor> {
+        match &self.table {
+            Table::Dense(t) => Some(t),
+            Table::Quantized { .. } => None,
+        }
+    }
+
+    /// `(rows, dim)`.
+    pub fn dims(&self) -> candle_core::Result<(usize, usize)> {
+        match &self.table {
+            Table::Dense(t) => t.dims2(),
+            Table::Quantized { blocks, .. } => Ok(bf16::Bf16Matmul::dims(blocks.as_ref())),
+        }
+    }
+
+    pub fn device(&self) -> &candle_core::Device {
+        match &self.table {
+            Table::Dense(t) => t.device(),
+            Table::Quantized { device, .. } => device,
+        }
+    }
+
     /// `ids: [..]` (u32) → `[.., dim]`.
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let (rows, dim) = self.dims()?;
         let mut dims = ids.dims().to_vec();
-        dims.push(self.table.dim(1)?);
-        self.table
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape(dims)
+        dims.push(dim);
+        match &self.table {
+            Table::Dense(t) => t.index_select(&ids.flatten_all()?, 0)?.reshape(dims),
+            Table::Quantized { blocks, device } => {
+                let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut out = Vec::with_capacity(ids.len() * dim);
+                for &i in &ids {
+                    let i = i as usize;
+                    if i >= rows {
+                        candle_core::bail!("token id {i} is outside the embedding's {rows} rows");
+                    }
+                    out.extend(blocks.dequantize_rows(i..i + 1));
+                }
+                Tensor::from_vec(out, dims, device)
+            }
+        }
     }
 }
 
