@@ -118,13 +118,7 @@ impl PackedBf16 {
     /// `x w^T` for a row-major `x: [m, k]`, as a row-major `[m, n]`. `None` when the CPU lacks
     /// the instruction (see [`available`]).
     pub fn matmul(&self, x: &[f32], m: usize, parallel: bool) -> Option<Vec<f32>> {
-        assert_eq!(
-            x.len(),
-            m * self.k,
-            "bf16 matmul: input of {} values, not {m} x {}",
-            x.len(),
-            self.k
-        );
+        check_input(x, m, self.k);
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the CPU has AVX512F and AVX512-BF16 (checked just above).
@@ -191,6 +185,16 @@ impl PackedBf16 {
         unsafe { out.set_len(m * n) };
         out
     }
+}
+
+/// A product's input is `[m, k]` (a caller's bug otherwise, as a slice index out of bounds).
+fn check_input(x: &[f32], m: usize, k: usize) {
+    assert_eq!(
+        x.len(),
+        m * k,
+        "bf16 matmul: input of {} values, not {m} x {k}",
+        x.len()
+    );
 }
 
 /// `x: [m, k]` in bf16, rows of `2 * kp` values (the last one zero when `k` is odd).
@@ -400,13 +404,7 @@ impl Bf16Matmul for QuantBf16 {
         (self.n, self.k)
     }
     fn matmul(&self, x: &[f32], m: usize, parallel: bool) -> Option<Vec<f32>> {
-        assert_eq!(
-            x.len(),
-            m * self.k,
-            "bf16 matmul: input of {} values, not {m} x {}",
-            x.len(),
-            self.k
-        );
+        check_input(x, m, self.k);
         #[cfg(target_arch = "x86_64")]
         if available() {
             // SAFETY: the CPU has AVX512F and AVX512-BF16 (checked just above).
