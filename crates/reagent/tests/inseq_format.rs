@@ -159,6 +159,11 @@ fn targets_that_do_not_follow_the_prompt_are_refused() {
     let err = InseqJson.to_value(&[r]).unwrap_err().to_string();
     assert!(err.contains("follow the prompt"), "{err}");
     assert!(!err.contains('\n'));
+    // A result whose tokens cannot hold its targets (a hand-edited JSON): an error, no panic.
+    let mut r = occlusion_result();
+    r.tokens.truncate(r.prompt_tokens + 1);
+    let err = InseqJson.to_value(&[r]).unwrap_err().to_string();
+    assert!(err.contains("cannot hold"), "{err}");
     let err = InseqJson.to_value(&[]).unwrap_err().to_string();
     assert!(err.contains("at least one result"), "{err}");
 }

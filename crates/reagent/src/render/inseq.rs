@@ -55,6 +55,11 @@ fn sequence(r: &AttributionResult) -> Result<Value> {
     let n = r.tokens.len();
     let start = r.prompt_tokens;
     let k = r.targets.len();
+    if start + k > n {
+        return Err(Error::InvalidInput(format!(
+            "a result of {n} tokens cannot hold {start} prompt tokens and {k} targets"
+        )));
+    }
     for (j, t) in r.targets.iter().enumerate() {
         if t.position != start + j {
             return Err(Error::InvalidInput(format!(
