@@ -89,7 +89,7 @@ document.querySelectorAll('section.result').forEach(sec=>{
   // The result's own unit scores (--words, --unit) serve the view of their unit; any other
   // view sums the token scores over the text's words or sentences.
   const own=v=>{if(!R.words)return false;const u=R.words.unit||'word';return v===u||(v==='spans'&&u!=='word'&&u!=='sentence');};
-    function rowScores(k){
+  function rowScores(k){
     const t=R.targets[k];
     if(unit!=='token'&&own(unit)){const ws=R.words.scores[k];const out=new Array(t.position).fill(0);
       R.words.words.forEach((w,j)=>{for(let i=w.tokens[0];i<Math.min(w.tokens[1],t.position);i++)out[i]=ws[j];});return out;}
@@ -97,11 +97,17 @@ document.querySelectorAll('section.result').forEach(sec=>{
       G[unit].forEach(([a,b])=>{const e=Math.min(b,t.position);let x=0;for(let i=a;i<e;i++)x+=t.scores[i];for(let i=a;i<e;i++)out[i]=x;});return out;}
     return t.scores;
   }
+  // Per view, each token's unit text (null outside every unit), built once.
+  const unitTexts={};
   function unitText(i){
     if(unit==='token')return null;
-    const gs=own(unit)?R.words.words.map(w=>w.tokens):G[unit]||[];
-    const g=gs.find(([a,b])=>i>=a&&i<b);
-    return g?R.tokens.slice(g[0],g[1]).map(x=>x.text).join(''):null;
+    if(!unitTexts[unit]){
+      const out=new Array(R.tokens.length).fill(null);
+      const gs=own(unit)?R.words.words.map(w=>w.tokens):G[unit]||[];
+      gs.forEach(([a,b])=>{const text=R.tokens.slice(a,b).map(x=>x.text).join('');for(let j=a;j<b;j++)out[j]=text;});
+      unitTexts[unit]=out;
+    }
+    return unitTexts[unit][i];
   }
   function paintText(){
     const t=R.targets[sel], s=rowScores(sel), m=maxAbs(s), rk=ranks(s);

@@ -320,15 +320,20 @@ impl QuantBf16 {
         self.n * self.row_bytes
     }
 
-    /// Rows `rows` of the weight as f32 (what a dense load of the file gives).
-    pub fn dequantize_rows(&self, rows: std::ops::Range<usize>) -> Vec<f32> {
+    /// Row `r` of the weight as f32 into `out` (`k` values; what a dense load of the file gives).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let data = self
             .q
             .data()
             .expect("the blocks were readable at construction");
+        (self.dequant)(&data[r * self.row_bytes..(r + 1) * self.row_bytes], out);
+    }
+
+    /// Rows `rows` of the weight as f32.
+    pub fn dequantize_rows(&self, rows: std::ops::Range<usize>) -> Vec<f32> {
         let mut out = vec![0f32; rows.len() * self.k];
         for (r, o) in rows.zip(out.chunks_mut(self.k)) {
-            (self.dequant)(&data[r * self.row_bytes..(r + 1) * self.row_bytes], o);
+            self.dequantize_row(r, o);
         }
         out
     }

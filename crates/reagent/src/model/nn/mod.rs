@@ -516,13 +516,13 @@ impl Embedding {
             Table::Dense(t) => t.index_select(&ids.flatten_all()?, 0)?.reshape(dims),
             Table::Quantized { blocks, device } => {
                 let ids = ids.flatten_all()?.to_vec1::<u32>()?;
-                let mut out = Vec::with_capacity(ids.len() * dim);
-                for &i in &ids {
+                let mut out = vec![0f32; ids.len() * dim];
+                for (&i, o) in ids.iter().zip(out.chunks_mut(dim)) {
                     let i = i as usize;
                     if i >= rows {
                         candle_core::bail!("token id {i} is outside the embedding's {rows} rows");
                     }
-                    out.extend(blocks.dequantize_rows(i..i + 1));
+                    blocks.dequantize_row(i, o);
                 }
                 Tensor::from_vec(out, dims, device)
             }
