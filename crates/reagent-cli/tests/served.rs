@@ -133,10 +133,12 @@ fn attribute_and_predict_against_a_served_model() {
             tok,
             "--dataset",
             "data/longra.jsonl",
+            "--methods",
+            "reagent,gradient_shap",
             "--out",
             "/tmp/never",
         ],
-        "evaluate needs the model's weights",
+        "gradient_shap needs the model's gradients, but a served model gives only next-token probabilities",
     );
     one_line_failure(
         &["attribute", "--tokenizer", tok, "-p", "a b", "-t", " c"],

@@ -562,15 +562,15 @@ fn evaluate(
         Some(Value::Object(m)) => m,
         Some(_) => return Err(bad("variants must be a dict of name -> dict of settings")),
     };
-    if matches!(model.inner.source, reagent::ModelSource::Served(_)) {
-        return Err(bad(
-            "evaluate needs the model's weights: the paper's metrics zero input embeddings and compare full next-token distributions, and a served model gives neither",
-        ));
-    }
     let base = o.clone();
     let (s, mlm) = settings(&mut o)?;
     let mut kinds: Vec<MethodKind> = if methods.trim() == "all" {
-        MethodKind::ALL.to_vec()
+        // Against a served model, the methods it can run (the others need the weights).
+        let served = !model.inner.model.info().capabilities.weights;
+        MethodKind::ALL
+            .into_iter()
+            .filter(|k| !served || k.probability_only())
+            .collect()
     } else {
         methods
             .split(',')

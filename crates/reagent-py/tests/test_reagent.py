@@ -309,9 +309,10 @@ def test_evaluate_returns_the_summary(tmp_path, tiny):
                          variants={"reagent-x": {"bogus": 1}}, progress=False)
 
 
-def test_a_served_model_through_llama_server(smollm2):
+def test_a_served_model_through_llama_server(smollm2, tmp_path):
     """load("http://...") attributes a real llama-server's model; occlusion's scores agree with
-    the local model's within the bound each result reports."""
+    the local model's within the bound each result reports; evaluate computes the erasure
+    metrics against it (the paper's embedding metrics need the weights)."""
     import socket
     import urllib.request
 
@@ -347,6 +348,13 @@ def test_a_served_model_through_llama_server(smollm2):
         assert np.corrcoef(remote.scores[0, :n], local.scores[0, :n])[0, 1] > 0.9
         with pytest.raises(ValueError, match="needs gradients|gradient"):
             served.attribute(prompt, target, method="gradient_norm", progress=False)
+        summary = reagent.evaluate(served, ROOT / "data" / "longra.jsonl", tmp_path / "ev",
+                                   methods="occlusion", limit=1, stability=False, progress=False)
+        rows = {m["method"]: m for m in summary["methods"]}
+        assert set(rows) == {"occlusion", "random"}
+        for m in rows.values():
+            assert m["soft_ns"] is None and m["hard"] == []
+            assert 0 < m["aopc_comp"] <= 1 and len(m["erasure"]) == 5
     finally:
         server.kill()
         server.wait()

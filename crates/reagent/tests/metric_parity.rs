@@ -117,3 +117,73 @@ fn drawn_masks_follow_the_scores() -> TestResult {
     assert_eq!(comp[1], 1.0);
     Ok(())
 }
+
+/// The erasure metrics (tokens dropped; next-token probabilities only) against
+/// `scripts/make_erasure_fixtures.py` (transformers, float32) on the same tiny model: the
+/// contexts kept and dropped at each ratio are the same ids, and the probabilities agree.
+#[test]
+fn erasure_metrics_match_the_reference() -> TestResult {
+    use reagent::eval::metrics::{erasure, erasure_contexts};
+    use reagent::score::LmTarget;
+    let m = load_causal(
+        fixture("models/llama_tied").to_str().unwrap(),
+        &LoadOptions::default(),
+    )?;
+    let fx = read_json(&fixture("metrics/erasure.json"));
+    let cases = fx["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let ctx = ids_of(&c["context"]);
+        let scores = floats_of(&c["scores"]);
+        let fixed: Vec<bool> = c["fixed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_bool().unwrap())
+            .collect();
+        let ratios: Vec<f64> = c["ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect();
+        let target = c["target"].as_u64().unwrap() as u32;
+        let want = c["erasure"].as_array().unwrap();
+        let plan = erasure_contexts(&ctx, &scores, &fixed, &ratios)?;
+        assert_eq!(plan.len(), want.len(), "{name}");
+        for ((k, kept, dropped), w) in plan.iter().zip(want) {
+            assert_eq!(*k as u64, w["k"].as_u64().unwrap(), "{name}: k");
+            assert_eq!(kept, &ids_of(&w["kept"]), "{name}: kept");
+            assert_eq!(dropped, &ids_of(&w["dropped"]), "{name}: dropped");
+        }
+        let (p0, rows) = erasure(
+            &LmTarget(m.model.as_ref()),
+            &ctx,
+            target,
+            &scores,
+            &fixed,
+            &ratios,
+        )?;
+        let p0_want = f(&c["p0"]);
+        assert!(
+            (p0 - p0_want).abs() <= 1e-5 * p0_want,
+            "{name}: p0 {p0} vs {p0_want}"
+        );
+        for (r, w) in rows.iter().zip(want) {
+            // Within 1e-5 of the probabilities the difference is made of (p0 and p0 - value).
+            for (got, key) in [(r.suff, "suff"), (r.comp, "comp")] {
+                let want = f(&w[key]);
+                assert!(
+                    (got - want).abs() <= 1e-5 * (p0_want + (p0_want - want).abs()),
+                    "{name} @ {}: {key} {got} vs {want}",
+                    r.ratio
+                );
+            }
+            assert_eq!(r.error, 0.0, "a local model is exact");
+        }
+    }
+    // Mismatched lengths are an error, not a panic.
+    assert!(erasure_contexts(&[1, 2, 3], &[0.1, 0.2], &[false; 3], &[0.1]).is_err());
+    Ok(())
+}

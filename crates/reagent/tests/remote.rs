@@ -487,3 +487,152 @@ fn hostile_replies_are_errors() {
     let e = load_remote(&o).map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("larger than 32 MiB"), "{e}");
 }
+
+/// `evaluate` against a server: the erasure metrics (the paper's soft and hard ones need the
+/// weights and are absent), close to the local model's; a server that dies mid-run is a
+/// one-line error, and the run resumed after a restart equals a clean run.
+#[test]
+fn evaluate_against_a_server_resumes_after_it_dies() {
+    use reagent::eval::datasets::Dataset;
+    use reagent::eval::runner::{self, EvalConfig, NamedMethod, ResultRecord};
+    let (Some(bin), Some(gguf)) = (llama_server_binary(), real_model(SMOL)) else {
+        return;
+    };
+    let dataset = Dataset::read(&common::fixture("../data/longra.jsonl")).unwrap();
+    let cfg = EvalConfig {
+        limit: Some(2),
+        stability: false,
+        ..EvalConfig::default()
+    };
+    let methods = |model: &LoadedModel| -> Vec<NamedMethod> {
+        [MethodKind::Occlusion, MethodKind::Random]
+            .into_iter()
+            .map(|k| {
+                NamedMethod::new(
+                    registry::build(k, &MethodSettings::default(), model, None).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let evaluate = |model: &LoadedModel, out: &std::path::Path| {
+        runner::run(
+            model,
+            &dataset,
+            "longra.jsonl",
+            &methods(model),
+            &cfg,
+            out,
+            &NoProgress,
+        )
+    };
+    let records = |out: &std::path::Path| -> Vec<ResultRecord> {
+        let text = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+        let mut v: Vec<ResultRecord> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for r in &mut v {
+            for t in &mut r.targets {
+                t.wall_s = 0.0;
+            }
+        }
+        v.sort_by(|a, b| (&a.example, &a.method).cmp(&(&b.example, &b.method)));
+        v
+    };
+    let dir = std::env::temp_dir().join(format!("reagent-remote-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A clean run against one server, and the same job on the local weights.
+    let clean_dir = dir.join("clean");
+    {
+        let server = LlamaServer::start(&bin, &gguf, 4);
+        let remote = served(&server.url(), &gguf, 100, 4);
+        let s = evaluate(&remote, &clean_dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.examples_used, 2);
+        let md = s.to_markdown("served");
+        assert!(md.contains("Soft and hard NS / NC: not computed"), "{md}");
+        assert!(md.contains("| occlusion | 0."), "{md}");
+    }
+    let clean = records(&clean_dir);
+    assert_eq!(clean.len(), 4);
+    for r in &clean {
+        for t in &r.targets {
+            assert!(t.soft.is_none() && t.hard.is_empty() && t.suff0.is_none());
+            assert_eq!(t.erasure.len(), cfg.ratios.len(), "{}", r.method);
+        }
+    }
+    let local = load_causal(gguf.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let local_dir = dir.join("local");
+    evaluate(&local, &local_dir).unwrap_or_else(|e| panic!("{e}"));
+    let here = records(&local_dir);
+    let mut worst = 0f32;
+    for (a, b) in clean.iter().zip(&here) {
+        assert_eq!((&a.example, &a.method), (&b.example, &b.method));
+        for (x, y) in a.targets.iter().zip(&b.targets) {
+            assert!(
+                y.soft.is_some() && !y.hard.is_empty(),
+                "local runs keep the paper's metrics"
+            );
+            worst = worst.max((x.p_target.unwrap() - y.p_target.unwrap()).abs());
+            if a.method == "random" {
+                // The same scores (seeded, model-free), so the same tokens dropped.
+                assert_eq!(x.scores.scores, y.scores.scores);
+                for (e, f) in x.erasure.iter().zip(&y.erasure) {
+                    worst = worst
+                        .max((e.suff - f.suff).abs())
+                        .max((e.comp - f.comp).abs());
+                }
+            }
+        }
+    }
+    eprintln!("largest served-local gap in p(target) and random's erasure values: {worst:.4}");
+    // The probability gap `served_model_matches_the_local_model` measures (0.055 there), twice:
+    // an erasure value is a difference of two probabilities.
+    assert!(
+        worst < 0.14,
+        "served and local erasure metrics differ by {worst}"
+    );
+
+    // A run whose server dies after the first record: one line. Restarted on the same
+    // address, the run resumes and ends equal to the clean one.
+    let resumed_dir = dir.join("resumed");
+    let mut server = LlamaServer::start(&bin, &gguf, 4);
+    let port = server.port;
+    let flaky = {
+        let mut o = RemoteOptions::new(&server.url(), gguf.to_str().unwrap());
+        o.top_k = 100;
+        o.http.retries = 1;
+        o.http.backoff_s = 0.01;
+        load_remote(&o).unwrap()
+    };
+    let err = std::thread::scope(|s| {
+        let run = s.spawn(|| evaluate(&flaky, &resumed_dir));
+        let results = resumed_dir.join("results.jsonl");
+        while !std::fs::read_to_string(&results).is_ok_and(|t| t.lines().count() >= 1) {
+            assert!(!run.is_finished(), "the run ended before its first record");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server.kill();
+        run.join().unwrap()
+    })
+    .map(|_| ())
+    .expect_err("the server died mid-run")
+    .to_string();
+    assert!(
+        !err.contains('\n') && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    let partial = records(&resumed_dir).len();
+    assert!(
+        (1..4).contains(&partial),
+        "{partial} records before the server died"
+    );
+    let _server = LlamaServer::start_on(&bin, &gguf, 4, port);
+    evaluate(&flaky, &resumed_dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        records(&resumed_dir),
+        clean,
+        "resumed after a restart != a clean run"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

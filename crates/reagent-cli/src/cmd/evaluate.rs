@@ -10,7 +10,8 @@ use crate::args::EvaluateArgs;
 
 /// The methods named by `--methods` (plus the random baseline), built for this model.
 fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<NamedMethod>> {
-    let mut kinds: Vec<MethodKind> = if a.methods.trim() == "all" {
+    let all = a.methods.trim() == "all";
+    let mut kinds: Vec<MethodKind> = if all {
         MethodKind::ALL.to_vec()
     } else {
         a.methods
@@ -28,6 +29,19 @@ fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<N
     }
     kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
     kinds.dedup();
+    // "all" against a served model: the methods it can run.
+    if all && !model.model.info().capabilities.weights {
+        let left_out: Vec<&str> = kinds
+            .iter()
+            .filter(|k| !k.probability_only())
+            .map(|k| k.name())
+            .collect();
+        eprintln!(
+            "left out {} (they need the model's weights; the server gives next-token probabilities only)",
+            left_out.join(", ")
+        );
+        kinds.retain(|k| k.probability_only());
+    }
     let mut methods: Vec<NamedMethod> = kinds
         .into_iter()
         .map(|k| {
@@ -128,13 +142,6 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     let dataset = Dataset::read(&a.dataset)
         .with_context(|| format!("cannot read dataset {}", a.dataset.display()))?;
     super::attribute::reagent_config(&a.reagent)?;
-    if reagent::remote::is_url(&a.model.model) {
-        anyhow::bail!(
-            "evaluate needs the model's weights: the paper's metrics zero input embeddings and compare full \
-             next-token distributions, and a served model gives neither; attribute against the server, \
-             evaluate a local copy of the weights"
-        );
-    }
     let model = super::load_model(&a.model, false)?;
     let methods = build_methods(&a, &model)?;
     let cfg = EvalConfig {

@@ -497,8 +497,11 @@ def evaluate(
     ``summary.md`` and ``summary.csv`` into ``out``; a rerun resumes. ``methods`` is a comma
     list or ``"all"``; ``variants`` maps a name starting with ``reagent`` to ReAGent settings
     that change the base ones (``{"reagent-md": {"readout": "mask_diff"}}``); further keywords
-    are method settings as in :meth:`Model.attribute`. Returns the summary as a dict, or its
-    per-method rows as a DataFrame with ``as_dataframe=True``."""
+    are method settings as in :meth:`Model.attribute`. Every run also computes the erasure
+    metrics (tokens dropped; ``aopc_suff``, ``aopc_comp``), which need next-token
+    probabilities only; against a served model (``load("http://...")``) they are the only
+    metrics, and ``"all"`` means reagent, occlusion and random. Returns the summary as a dict,
+    or its per-method rows as a DataFrame with ``as_dataframe=True``."""
     m = model if isinstance(model, Model) else load(model)
     opts = dict(
         methods=methods,

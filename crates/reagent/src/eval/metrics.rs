@@ -19,6 +19,15 @@
 //!
 //! The paper draws one mask per example; we average over `R` seeded draws. Metrics that are
 //! undefined (the prediction does not change even with all-zero embeddings) are `None`, never NaN.
+//!
+//! **Erasure metrics** ([`erasure`]) need next-token probabilities only, so they also run against
+//! a served model: ERASER's sufficiency and comprehensiveness (DeYoung et al. 2020) with the
+//! target's probability in place of the predicted class's. At a ratio, the `k` top-scored tokens
+//! are kept (the others *dropped* from the context, not zeroed) or dropped: `Suff = p(y | x) -
+//! p(y | top k only)` (lower is better), `Comp = p(y | x) - p(y | x without the top k)` (higher
+//! is better); their mean over the ratios is ERASER's AOPC. Special tokens (BOS, chat markers) are
+//! never dropped; `k = floor(ratio * n)` of the `n` other tokens, clamped to `1..n-1` so that
+//! both contexts keep a token.
 
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
@@ -26,7 +35,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{CausalLm, Outputs};
-use crate::Result;
+use crate::score::{score_rows_for, NextTokenFn};
+use crate::{Error, Result};
 
 /// `sqrt(2)` as float32, as `torch.sqrt(torch.tensor(2.0))`.
 const SQRT2: f32 = std::f32::consts::SQRT_2;
@@ -248,6 +258,124 @@ impl<'a> Faithfulness<'a> {
             })
             .collect())
     }
+}
+
+/// Erasure metrics at one rationale ratio (see the module docs). `error` bounds how far each of
+/// `suff` and `comp` can be from its exact value: 0 for a local model, the sum of the two
+/// probabilities' bounds when a served model gives only its top K.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub ratio: f64,
+    pub k: usize,
+    pub suff: f32,
+    pub comp: f32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub error: f32,
+}
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
+/// One ratio's erasure contexts: `(k, kept, dropped)`.
+pub type ErasurePlan = (usize, Vec<u32>, Vec<u32>);
+
+/// The contexts the erasure metrics score at each ratio, as `(k, kept, dropped)`: the `k`
+/// top-scored droppable tokens alone (with every fixed token), and the context without them.
+/// Empty when fewer than two tokens can be dropped.
+pub fn erasure_contexts(
+    context: &[u32],
+    scores: &[f32],
+    fixed: &[bool],
+    ratios: &[f64],
+) -> Result<Vec<ErasurePlan>> {
+    if scores.len() != context.len() || fixed.len() != context.len() {
+        return Err(Error::input(format!(
+            "erasure metrics: {} scores and {} fixed flags for a context of {} tokens",
+            scores.len(),
+            fixed.len(),
+            context.len()
+        )));
+    }
+    let free: Vec<usize> = (0..context.len()).filter(|&i| !fixed[i]).collect();
+    let n = free.len();
+    if n < 2 {
+        return Ok(Vec::new());
+    }
+    let free_scores: Vec<f32> = free.iter().map(|&i| scores[i]).collect();
+    let order = crate::util::top_n(&free_scores, n);
+    let mut out = Vec::with_capacity(ratios.len());
+    for &ratio in ratios {
+        let k = ((ratio * n as f64) as usize).clamp(1, n - 1);
+        let mut top = vec![false; context.len()];
+        for &j in &order[..k] {
+            top[free[j]] = true;
+        }
+        let kept = (0..context.len())
+            .filter(|&i| fixed[i] || top[i])
+            .map(|i| context[i])
+            .collect();
+        let dropped = (0..context.len())
+            .filter(|&i| !top[i])
+            .map(|i| context[i])
+            .collect();
+        out.push((k, kept, dropped));
+    }
+    Ok(out)
+}
+
+/// Erasure sufficiency and comprehensiveness of `scores` at each ratio (see the module docs),
+/// through any next-token scorer (a local model or a served one). `fixed` marks the positions
+/// never dropped (special tokens). Returns `p(y | x)` and one [`Erasure`] per ratio (none when
+/// fewer than two tokens can be dropped).
+pub fn erasure(
+    f: &dyn NextTokenFn,
+    context: &[u32],
+    target: u32,
+    scores: &[f32],
+    fixed: &[bool],
+    ratios: &[f64],
+) -> Result<(f32, Vec<Erasure>)> {
+    if target as usize >= f.vocab_size() {
+        return Err(Error::input(format!(
+            "erasure metrics: target id {target} is outside the vocabulary ({})",
+            f.vocab_size()
+        )));
+    }
+    let plan = erasure_contexts(context, scores, fixed, ratios)?;
+    let mut contexts = Vec::with_capacity(1 + 2 * plan.len());
+    contexts.push(context.to_vec());
+    for (_, kept, dropped) in &plan {
+        contexts.push(kept.clone());
+        contexts.push(dropped.clone());
+    }
+    let p = score_rows_for(f, &contexts, &[target], |_, row| {
+        let lp = row[target as usize];
+        (lp.exp(), f.prob_error(row, target))
+    })?;
+    let (p0, e0) = p[0];
+    if p.iter().any(|(x, e)| !x.is_finite() || !e.is_finite()) {
+        return Err(Error::input(
+            "erasure metrics: the model gave a non-finite probability",
+        ));
+    }
+    let rows = ratios
+        .iter()
+        .zip(&plan)
+        .enumerate()
+        .map(|(j, (&ratio, (k, _, _)))| {
+            let (pk, ek) = p[1 + 2 * j];
+            let (pd, ed) = p[2 + 2 * j];
+            Erasure {
+                ratio,
+                k: *k,
+                suff: p0 - pk,
+                comp: p0 - pd,
+                error: e0 + ek.max(ed),
+            }
+        })
+        .collect();
+    Ok((p0, rows))
 }
 
 fn mean_opt(xs: impl Iterator<Item = Option<f32>>) -> Option<f32> {

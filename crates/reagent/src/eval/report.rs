@@ -23,7 +23,7 @@ impl Summary {
         for r in &ratios {
             s.push_str(&format!(",hard_ns@{r},hard_nc@{r}"));
         }
-        s.push_str(",reagent_steps,reagent_converged,seconds_per_token,forward_rows_per_token,soft_ns_lo,soft_ns_hi,soft_nc_lo,soft_nc_hi,ln_soft_ns_lo,ln_soft_ns_hi,ln_soft_nc_lo,ln_soft_nc_hi,antecedent_top3_lo,antecedent_top3_hi,stability_spearman,stability_top3,hard_ns_vs_random_lo,hard_ns_vs_random_hi,hard_nc_vs_random_lo,hard_nc_vs_random_hi\n");
+        s.push_str(",reagent_steps,reagent_converged,seconds_per_token,forward_rows_per_token,soft_ns_lo,soft_ns_hi,soft_nc_lo,soft_nc_hi,ln_soft_ns_lo,ln_soft_ns_hi,ln_soft_nc_lo,ln_soft_nc_hi,antecedent_top3_lo,antecedent_top3_hi,stability_spearman,stability_top3,hard_ns_vs_random_lo,hard_ns_vs_random_hi,hard_nc_vs_random_lo,hard_nc_vs_random_hi,aopc_suff,aopc_suff_lo,aopc_suff_hi,aopc_comp,aopc_comp_lo,aopc_comp_hi,erasure_error\n");
         for m in &self.methods {
             s.push_str(&format!(
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
@@ -48,7 +48,7 @@ impl Summary {
             let lo = |c: Option<stats::Interval>| fmt(c.map(|c| c.0));
             let hi = |c: Option<stats::Interval>| fmt(c.map(|c| c.1));
             s.push_str(&format!(
-                ",{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                ",{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 fmt(m.reagent_steps),
                 fmt(m.reagent_converged),
                 m.seconds_per_token,
@@ -69,6 +69,13 @@ impl Summary {
                 hi(m.hard_ns_ratio_ci),
                 lo(m.hard_nc_ratio_ci),
                 hi(m.hard_nc_ratio_ci),
+                fmt(m.aopc_suff),
+                lo(m.aopc_suff_ci),
+                hi(m.aopc_suff_ci),
+                fmt(m.aopc_comp),
+                lo(m.aopc_comp_ci),
+                hi(m.aopc_comp_ci),
+                fmt(m.erasure_error),
             ));
         }
         s
@@ -169,7 +176,61 @@ impl Summary {
                 ));
             }
         }
-        if let Some(first) = self.methods.first() {
+        let embedding_metrics = self
+            .methods
+            .iter()
+            .any(|m| m.soft_ns.is_some() || !m.hard.is_empty());
+        if !embedding_metrics {
+            s.push_str(
+                "\nSoft and hard NS / NC: not computed. The paper's metrics zero input embeddings, \
+                 which needs the model's weights; a served model gives next-token probabilities \
+                 only. The erasure metrics below need nothing more.\n",
+            );
+        }
+        if let Some(first) = self.methods.iter().find(|m| !m.erasure.is_empty()) {
+            let ci = |c: Option<stats::Interval>| {
+                c.map(|(lo, hi)| format!(" [{lo:.3}, {hi:.3}]"))
+                    .unwrap_or_default()
+            };
+            s.push_str(
+                "\nErasure metrics (ERASER's, tokens dropped from the context; p(target) in place of the class \
+                 probability): Suff = p(y|x) − p(y|top k only), lower is better; Comp = p(y|x) − p(y|x without \
+                 the top k), higher is better; AOPC = mean over ratios 0.05, 0.1, 0.2, 0.3, with a bootstrap 95% \
+                 interval over examples. Special tokens are never dropped.\n\n| method | AOPC-Suff ↓ [95% CI] | AOPC-Comp ↑ [95% CI] |",
+            );
+            for e in &first.erasure {
+                s.push_str(&format!(" {} Suff / Comp |", e.0));
+            }
+            s.push_str("\n|---|---:|---:|");
+            s.push_str(&"---:|".repeat(first.erasure.len()));
+            s.push('\n');
+            for m in self.methods.iter().filter(|m| !m.erasure.is_empty()) {
+                s.push_str(&format!(
+                    "| {} | {}{} | {}{} |",
+                    m.method,
+                    f(m.aopc_suff),
+                    ci(m.aopc_suff_ci),
+                    f(m.aopc_comp),
+                    ci(m.aopc_comp_ci)
+                ));
+                for e in &m.erasure {
+                    s.push_str(&format!(" {} / {} |", f(e.1), f(e.2)));
+                }
+                s.push('\n');
+            }
+            let worst = self
+                .methods
+                .iter()
+                .filter_map(|m| m.erasure_error)
+                .fold(0.0, f64::max);
+            if worst > 0.0 {
+                s.push_str(&format!(
+                    "\nThe server gave only its top K log-probabilities: a target outside them entered as the \
+                     K-th probability, so an erasure value can be off by at most {worst:.2e}.\n"
+                ));
+            }
+        }
+        if let Some(first) = self.methods.iter().find(|m| !m.hard.is_empty()) {
             s.push_str("\nHard metrics per ratio (NS / NC):\n\n| method |");
             for h in &first.hard {
                 s.push_str(&format!(" {} |", h.0));
@@ -177,7 +238,7 @@ impl Summary {
             s.push_str("\n|---|");
             s.push_str(&"---:|".repeat(first.hard.len()));
             s.push('\n');
-            for m in &self.methods {
+            for m in self.methods.iter().filter(|m| !m.hard.is_empty()) {
                 s.push_str(&format!("| {} |", m.method));
                 for h in &m.hard {
                     s.push_str(&format!(" {} / {} |", f(h.1), f(h.2)));

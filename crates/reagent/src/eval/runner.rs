@@ -21,7 +21,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::datasets::{longra_target, Dataset, Skip};
-use super::metrics::{metric_rng, Faithfulness};
+use super::metrics::{erasure, metric_rng, Faithfulness};
 use super::stats;
 use super::store::{append_line, read_jsonl, write_atomically};
 pub use super::store::{ExampleRecord, ResultRecord, Stability, TargetRecord};
@@ -30,6 +30,7 @@ use crate::attribute::{JobProgress, Plan, Targets};
 use crate::error::WithPath;
 use crate::method::{check_requirements, Attributor, MethodKind};
 use crate::model::LoadedModel;
+use crate::score::LmTarget;
 use crate::util::stream_key;
 use crate::{Error, Result};
 
@@ -295,6 +296,10 @@ pub fn run(
             model.model.as_ref(),
         )?;
     }
+    // The paper's metrics zero input embeddings: only where this process holds the weights. The
+    // erasure metrics need next-token probabilities only and run everywhere.
+    let embedding_metrics = model.model.info().capabilities.weights;
+    let specials = model.tokenizer.special_ids().to_vec();
     std::fs::create_dir_all(out).with_path(out)?;
     let info = RunInfo {
         model: model.id.clone(),
@@ -417,13 +422,31 @@ pub fn run(
                         m.name()
                     )));
                 }
-                if slot.is_none() {
-                    *slot = Some(Faithfulness::new(model.model.as_ref(), context)?);
-                }
-                let f = slot.as_ref().expect("set above");
-                let mut rng = metric_rng(cfg.seed ^ key, id, m.name(), k);
-                let soft = f.soft_mean(&unit_scale(&scores.scores), cfg.mask_draws, &mut rng)?;
-                let hard = f.hard(&scores.scores, &cfg.ratios)?;
+                let (suff0, soft, hard) = if embedding_metrics {
+                    if slot.is_none() {
+                        *slot = Some(Faithfulness::new(model.model.as_ref(), context)?);
+                    }
+                    let f = slot.as_ref().expect("set above");
+                    let mut rng = metric_rng(cfg.seed ^ key, id, m.name(), k);
+                    let soft =
+                        f.soft_mean(&unit_scale(&scores.scores), cfg.mask_draws, &mut rng)?;
+                    (
+                        Some(f.suff0),
+                        Some(soft),
+                        f.hard(&scores.scores, &cfg.ratios)?,
+                    )
+                } else {
+                    (None, None, Vec::new())
+                };
+                let fixed: Vec<bool> = context.iter().map(|i| specials.contains(i)).collect();
+                let (p_target, erasure) = erasure(
+                    &LmTarget(model.model.as_ref()),
+                    context,
+                    target,
+                    &scores.scores,
+                    &fixed,
+                    &cfg.ratios,
+                )?;
                 let antecedent_top3 = match (dataset, &offsets) {
                     (Dataset::Longra(rows), Some(off)) => Some(antecedent_hit(
                         &scores.scores,
@@ -438,9 +461,11 @@ pub fn run(
                     text: model.tokenizer.token_text(target),
                     scores,
                     wall_s,
-                    suff0: f.suff0,
+                    suff0,
                     soft,
                     hard,
+                    p_target: Some(p_target),
+                    erasure,
                     antecedent_top3,
                     stability,
                 });

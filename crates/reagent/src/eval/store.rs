@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::metrics::{Hard, Soft};
+use super::metrics::{Erasure, Hard, Soft};
 use crate::error::WithPath;
 use crate::method::TargetScores;
 use crate::{Error, Result};
@@ -44,9 +44,18 @@ pub struct TargetRecord {
     #[serde(flatten)]
     pub scores: TargetScores,
     pub wall_s: f64,
-    pub suff0: f32,
-    pub soft: Soft,
+    /// The embedding metrics (the paper's): only where this process holds the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suff0: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft: Option<Soft>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hard: Vec<Hard>,
+    /// The erasure metrics (tokens dropped; next-token probabilities only), with `p(y | x)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_target: Option<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erasure: Vec<Erasure>,
     /// LongRA: whether a token of the antecedent is among the 3 highest-scored context tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub antecedent_top3: Option<bool>,

@@ -57,6 +57,16 @@ pub struct MethodSummary {
     /// targets whose top-3 share at least 2 tokens.
     pub stability_spearman: Option<f64>,
     pub stability_top3: Option<f64>,
+    /// Erasure metrics (tokens dropped): per ratio (ratio, mean sufficiency, mean
+    /// comprehensiveness), their means over [`PAPER_RATIOS`] (ERASER's AOPC; sufficiency lower
+    /// is better, comprehensiveness higher) with bootstrap 95% intervals, and the largest error
+    /// bound of any value (a served model in top-K mode; 0 otherwise).
+    pub erasure: Vec<HardRow>,
+    pub aopc_suff: Option<f64>,
+    pub aopc_comp: Option<f64>,
+    pub aopc_suff_ci: Option<stats::Interval>,
+    pub aopc_comp_ci: Option<stats::Interval>,
+    pub erasure_error: Option<f64>,
     /// Per-example values (example id → value) behind the intervals and paired tests.
     #[serde(skip)]
     pub per_example: PerExample,
@@ -71,6 +81,9 @@ pub struct PerExample {
     pub hard_ns: Vec<(String, f64)>,
     pub hard_nc: Vec<(String, f64)>,
     pub antecedent_top3: Vec<(String, f64)>,
+    /// Erasure sufficiency / comprehensiveness averaged over the paper's ratios (AOPC).
+    pub aopc_suff: Vec<(String, f64)>,
+    pub aopc_comp: Vec<(String, f64)>,
 }
 
 /// A paired test of a ReAGent configuration against another method on one metric.
@@ -158,6 +171,17 @@ fn paper_mean(t: &TargetRecord, pick: fn(&super::metrics::Hard) -> Option<f32>) 
         .map(|v| v.iter().sum::<f32>() / v.len() as f32)
 }
 
+/// A target's erasure metric averaged over the paper's ratios (ERASER's AOPC).
+fn aopc(t: &TargetRecord, pick: fn(&super::metrics::Erasure) -> f32) -> Option<f32> {
+    let v: Vec<f32> = t
+        .erasure
+        .iter()
+        .filter(|e| PAPER_RATIOS.contains(&e.ratio))
+        .map(pick)
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f32>() / v.len() as f32)
+}
+
 /// A fixed seed per (method, metric) for the summary's resampling.
 fn ci_seed(label: &str, metric: &str) -> u64 {
     stream_key(&[label, metric], &[])
@@ -208,7 +232,29 @@ impl Summary {
                 let v: Option<Vec<f64>> = paper.iter().map(|h| pick(h)).collect();
                 v.and_then(|v| mean(&v))
             };
+            let erasure_ratios: Vec<f64> = recs
+                .iter()
+                .flat_map(|r| r.targets.iter())
+                .find(|t| !t.erasure.is_empty())
+                .map(|t| t.erasure.iter().map(|e| e.ratio).collect())
+                .unwrap_or_default();
+            let erasure: Vec<HardRow> = erasure_ratios
+                .iter()
+                .map(|&ratio| {
+                    let at =
+                        |t: &TargetRecord| t.erasure.iter().find(|e| e.ratio == ratio).copied();
+                    (
+                        ratio,
+                        mean_of_means(&per(&|t| at(t).map(|e| e.suff))),
+                        mean_of_means(&per(&|t| at(t).map(|e| e.comp))),
+                    )
+                })
+                .collect();
             let tokens: Vec<&TargetRecord> = recs.iter().flat_map(|r| r.targets.iter()).collect();
+            let erasure_error = tokens
+                .iter()
+                .flat_map(|t| t.erasure.iter().map(|e| e.error as f64))
+                .reduce(f64::max);
             let hits: Vec<f64> = tokens
                 .iter()
                 .filter_map(|t| t.antecedent_top3)
@@ -238,14 +284,16 @@ impl Summary {
                 .collect();
             let ids: Vec<&str> = recs.iter().map(|r| r.example.as_str()).collect();
             let per_example = PerExample {
-                soft_ns: example_means(&ids, &per(&|t| t.soft.soft_ns)),
-                soft_nc: example_means(&ids, &per(&|t| t.soft.soft_nc)),
+                soft_ns: example_means(&ids, &per(&|t| t.soft.and_then(|s| s.soft_ns))),
+                soft_nc: example_means(&ids, &per(&|t| t.soft.and_then(|s| s.soft_nc))),
                 antecedent_top3: example_means(
                     &ids,
                     &per(&|t| t.antecedent_top3.map(|h| if h { 1.0 } else { 0.0 })),
                 ),
                 hard_ns: example_means(&ids, &per(&|t| paper_mean(t, |h| h.ns))),
                 hard_nc: example_means(&ids, &per(&|t| paper_mean(t, |h| h.nc))),
+                aopc_suff: example_means(&ids, &per(&|t| aopc(t, |e| e.suff))),
+                aopc_comp: example_means(&ids, &per(&|t| aopc(t, |e| e.comp))),
             };
             let ci = |v: &[(String, f64)], metric: &str| {
                 let xs: Vec<f64> = v.iter().map(|(_, x)| *x).collect();
@@ -256,6 +304,8 @@ impl Summary {
                 soft_ns_ci: ci(&per_example.soft_ns, "soft_ns"),
                 soft_nc_ci: ci(&per_example.soft_nc, "soft_nc"),
                 antecedent_top3_ci: ci(&per_example.antecedent_top3, "antecedent"),
+                aopc_suff_ci: ci(&per_example.aopc_suff, "aopc_suff"),
+                aopc_comp_ci: ci(&per_example.aopc_comp, "aopc_comp"),
                 ln_soft_ns_ci: None,
                 ln_soft_nc_ci: None,
                 hard_ns_ratio_ci: None,
@@ -266,10 +316,14 @@ impl Summary {
                 method: name.clone(),
                 examples: recs.len(),
                 tokens: tokens.len(),
-                soft_suff: mean_of_means(&per(&|t| Some(t.soft.soft_suff))),
-                soft_comp: mean_of_means(&per(&|t| Some(t.soft.soft_comp))),
-                soft_ns: mean_of_means(&per(&|t| t.soft.soft_ns)),
-                soft_nc: mean_of_means(&per(&|t| t.soft.soft_nc)),
+                soft_suff: mean_of_means(&per(&|t| t.soft.map(|s| s.soft_suff))),
+                soft_comp: mean_of_means(&per(&|t| t.soft.map(|s| s.soft_comp))),
+                soft_ns: mean_of_means(&per(&|t| t.soft.and_then(|s| s.soft_ns))),
+                soft_nc: mean_of_means(&per(&|t| t.soft.and_then(|s| s.soft_nc))),
+                aopc_suff: mean_of_means(&per(&|t| aopc(t, |e| e.suff))),
+                aopc_comp: mean_of_means(&per(&|t| aopc(t, |e| e.comp))),
+                erasure,
+                erasure_error,
                 hard_ns_mean: hard_mean(|h| h.1),
                 hard_nc_mean: hard_mean(|h| h.2),
                 hard,
@@ -309,13 +363,23 @@ impl Summary {
                 b.method != a.method && (!b.method.starts_with("reagent") || b.method == "reagent")
             });
             for b in others {
-                let metrics: [MetricPair<'_>; 3] = [
+                let metrics: [MetricPair<'_>; 5] = [
                     ("soft_nc", &a.per_example.soft_nc, &b.per_example.soft_nc),
                     ("soft_ns", &a.per_example.soft_ns, &b.per_example.soft_ns),
                     (
                         "antecedent_top3",
                         &a.per_example.antecedent_top3,
                         &b.per_example.antecedent_top3,
+                    ),
+                    (
+                        "aopc_comp",
+                        &a.per_example.aopc_comp,
+                        &b.per_example.aopc_comp,
+                    ),
+                    (
+                        "aopc_suff",
+                        &a.per_example.aopc_suff,
+                        &b.per_example.aopc_suff,
                     ),
                 ];
                 for (metric, va, vb) in metrics {

@@ -163,11 +163,13 @@ impl Client {
                     wait = (wait * 2.0).min(30.0);
                 }
                 Err(e) => {
+                    // `root` is the address without credentials; `path` starts at the API's
+                    // folder (`/v1/...`).
                     return Err(Error::Remote(format!(
                         "{}{path}: {e} (after {tries} {})",
-                        self.shown,
+                        self.root,
                         if tries == 1 { "try" } else { "tries" }
-                    )))
+                    )));
                 }
             }
         }
@@ -199,9 +201,13 @@ impl Client {
                     .collect::<String>();
                 Err(Failure::Status(code, self.scrub(&first)))
             }
-            Err(ureq::Error::Transport(t)) => Err(Failure::Transport(
-                self.scrub(t.to_string().lines().next().unwrap_or("connection failed")),
-            )),
+            Err(ureq::Error::Transport(t)) => {
+                // ureq starts its message with the address, which the caller names already.
+                let text = t.to_string();
+                let line = text.lines().next().unwrap_or("connection failed");
+                let line = line.strip_prefix(&format!("{url}: ")).unwrap_or(line);
+                Err(Failure::Transport(self.scrub(line)))
+            }
         }
     }
 

@@ -204,7 +204,11 @@ pub struct LlamaServer {
 impl LlamaServer {
     /// Start the server on `model` with `slots` parallel slots and wait until it answers.
     pub fn start(binary: &Path, model: &Path, slots: usize) -> LlamaServer {
-        let port = free_port();
+        Self::start_on(binary, model, slots, free_port())
+    }
+
+    /// [`LlamaServer::start`] on a given port (a restart where the last one ran).
+    pub fn start_on(binary: &Path, model: &Path, slots: usize, port: u16) -> LlamaServer {
         let log = std::env::temp_dir().join(format!("llama-server-{port}.log"));
         let out = std::fs::File::create(&log).expect("server log");
         let child = std::process::Command::new(binary)
