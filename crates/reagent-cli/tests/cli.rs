@@ -466,6 +466,13 @@ fn evaluate_runs_variants_with_paired_tests() {
         assert!(report.contains(row), "{row} missing:\n{report}");
     }
     assert!(report.contains("Paired comparisons"), "{report}");
+    // Every local run also has the erasure metrics (and the paper's).
+    assert!(
+        report.contains("| method | AOPC-Suff ↓ [95% CI] | AOPC-Comp ↑ [95% CI] |")
+            && report.contains("| reagent-md | 0.")
+            && !report.contains("not computed"),
+        "{report}"
+    );
     assert!(
         report.contains("| reagent-md | occlusion | soft_nc | 3 |"),
         "{report}"
@@ -484,11 +491,18 @@ fn evaluate_runs_variants_with_paired_tests() {
         std::fs::read_to_string(out.join("summary.csv")).unwrap(),
         csv
     );
-    // `report` turns the folder into a page with four inline SVG figures.
+    // `report` turns the folder into a page with six inline SVG figures.
     ok(&reagent(&["report", out.to_str().unwrap()]));
     let page = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(page.matches("<svg").count(), 4, "four figures");
-    for f in ["soft_nc.svg", "soft_ns.svg", "hard.svg", "seconds.svg"] {
+    assert_eq!(page.matches("<svg").count(), 6, "six figures");
+    for f in [
+        "soft_nc.svg",
+        "soft_ns.svg",
+        "hard.svg",
+        "aopc_comp.svg",
+        "aopc_suff.svg",
+        "seconds.svg",
+    ] {
         assert!(out.join("figures").join(f).is_file(), "{f}");
     }
     assert!(
@@ -1383,7 +1397,7 @@ fn html_page_renders_in_chromium() {
     assert!(!String::from_utf8_lossy(&dom.stderr).contains("Uncaught"));
     assert_eq!(
         String::from_utf8_lossy(&dom.stdout).matches("<svg").count(),
-        4
+        6
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! `reagent report DIR`: an evaluation folder as a page with figures (plotters, SVG): the
 //! ln-ratio bars with their bootstrap intervals per method, the hard metrics against the
-//! rationale ratio, and the seconds per attributed token. Writes `DIR/report.html` (figures
+//! rationale ratio, the erasure metrics' AOPC bars (where the run has them; against a served
+//! model they are the only metrics), and the seconds per attributed token. Writes `DIR/report.html` (figures
 //! inline, no network) and `DIR/figures/*.svg`.
 
 use std::path::Path;
@@ -155,10 +156,20 @@ pub fn run(a: ReportArgs) -> Result<()> {
     let figures = a.dir.join("figures");
     std::fs::create_dir_all(&figures)
         .with_context(|| format!("cannot create {}", figures.display()))?;
-    // Methods by ln(Soft-NC / random), best first.
+    // The paper's metrics where this run has them (a served model has the erasure ones only).
+    let embedding = s.methods.iter().any(|m| m.soft_nc.is_some());
+    let erasure = s.methods.iter().any(|m| m.aopc_comp.is_some());
+    // Methods by ln(Soft-NC / random), or by erasure comprehensiveness, best first.
     let mut order: Vec<&MethodSummary> = s.methods.iter().collect();
-    let nc = |m: &MethodSummary| s.ln_ratio(m, |x| x.soft_nc).unwrap_or(f64::NEG_INFINITY);
-    order.sort_by(|x, y| nc(y).total_cmp(&nc(x)));
+    let key = |m: &MethodSummary| {
+        if embedding {
+            s.ln_ratio(m, |x| x.soft_nc)
+        } else {
+            m.aopc_comp
+        }
+        .unwrap_or(f64::NEG_INFINITY)
+    };
+    order.sort_by(|x, y| key(y).total_cmp(&key(x)));
     let rows = |pick: fn(&MethodSummary) -> Option<f64>,
                 ci: fn(&MethodSummary) -> Option<(f64, f64)>| {
         order
@@ -166,28 +177,56 @@ pub fn run(a: ReportArgs) -> Result<()> {
             .map(|m| (m.method.clone(), s.ln_ratio(m, pick), ci(m)))
             .collect::<Vec<_>>()
     };
-    let files = [
-        ("soft_nc.svg", "Soft-NC, ln(method / random), 95% interval"),
-        ("soft_ns.svg", "Soft-NS, ln(method / random), 95% interval"),
-        ("hard.svg", "hard metrics"),
-        ("seconds.svg", "seconds per attributed token"),
-    ];
-    bars(
-        &figures.join(files[0].0),
-        files[0].1,
-        &rows(|x| x.soft_nc, |x| x.ln_soft_nc_ci),
-    )?;
-    bars(
-        &figures.join(files[1].0),
-        files[1].1,
-        &rows(|x| x.soft_ns, |x| x.ln_soft_ns_ci),
-    )?;
-    hard_lines(&figures.join(files[2].0), &s)?;
+    let raw = |pick: fn(&MethodSummary) -> Option<f64>,
+               ci: fn(&MethodSummary) -> Option<(f64, f64)>| {
+        order
+            .iter()
+            .map(|m| (m.method.clone(), pick(m), ci(m)))
+            .collect::<Vec<_>>()
+    };
+    let mut files: Vec<(&str, &str)> = Vec::new();
+    if embedding {
+        files.push(("soft_nc.svg", "Soft-NC, ln(method / random), 95% interval"));
+        bars(
+            &figures.join("soft_nc.svg"),
+            "Soft-NC, ln(method / random), 95% interval",
+            &rows(|x| x.soft_nc, |x| x.ln_soft_nc_ci),
+        )?;
+        files.push(("soft_ns.svg", "Soft-NS, ln(method / random), 95% interval"));
+        bars(
+            &figures.join("soft_ns.svg"),
+            "Soft-NS, ln(method / random), 95% interval",
+            &rows(|x| x.soft_ns, |x| x.ln_soft_ns_ci),
+        )?;
+        files.push(("hard.svg", "hard metrics"));
+        hard_lines(&figures.join("hard.svg"), &s)?;
+    }
+    if erasure {
+        let comp = "erasure comprehensiveness (AOPC; higher is better), 95% interval";
+        files.push(("aopc_comp.svg", comp));
+        bars(
+            &figures.join("aopc_comp.svg"),
+            comp,
+            &raw(|x| x.aopc_comp, |x| x.aopc_comp_ci),
+        )?;
+        let suff = "erasure sufficiency (AOPC; lower is better), 95% interval";
+        files.push(("aopc_suff.svg", suff));
+        bars(
+            &figures.join("aopc_suff.svg"),
+            suff,
+            &raw(|x| x.aopc_suff, |x| x.aopc_suff_ci),
+        )?;
+    }
+    files.push(("seconds.svg", "seconds per attributed token"));
     let secs: Vec<_> = order
         .iter()
         .map(|m| (m.method.clone(), Some(m.seconds_per_token), None))
         .collect();
-    bars(&figures.join(files[3].0), files[3].1, &secs)?;
+    bars(
+        &figures.join("seconds.svg"),
+        "seconds per attributed token",
+        &secs,
+    )?;
 
     let title = format!(
         "{} on {}",
@@ -205,15 +244,20 @@ pub fn run(a: ReportArgs) -> Result<()> {
         used = s.examples_used,
         seen = s.examples_seen
     );
-    page.push_str("<table><tr><th>method</th><th>examples</th><th>ln(Soft-NC/random) [95% CI]</th><th>ln(Soft-NS/random) [95% CI]</th><th>antecedent top-3</th><th>seed agreement (top-3 ≥ 2)</th><th>s/token</th></tr>");
+    page.push_str("<table><tr><th>method</th><th>examples</th><th>ln(Soft-NC/random) [95% CI]</th><th>ln(Soft-NS/random) [95% CI]</th><th>antecedent top-3</th><th>seed agreement (top-3 ≥ 2)</th><th>erasure AOPC-Comp ↑ [95% CI]</th><th>erasure AOPC-Suff ↓ [95% CI]</th><th>s/token</th></tr>");
     let f = |x: Option<f64>, ci: Option<(f64, f64)>| match (x, ci) {
         (Some(v), Some((a, b))) => format!("{v:+.2} [{a:+.2}, {b:+.2}]"),
         (Some(v), None) => format!("{v:+.2}"),
         _ => "–".into(),
     };
+    let g = |x: Option<f64>, ci: Option<(f64, f64)>| match (x, ci) {
+        (Some(v), Some((a, b))) => format!("{v:.3} [{a:.3}, {b:.3}]"),
+        (Some(v), None) => format!("{v:.3}"),
+        _ => "–".into(),
+    };
     for m in &order {
         page.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td></tr>",
             esc(&m.method),
             m.examples,
             f(s.ln_ratio(m, |x| x.soft_nc), m.ln_soft_nc_ci),
@@ -224,6 +268,8 @@ pub fn run(a: ReportArgs) -> Result<()> {
             m.stability_top3
                 .map(|v| format!("{:.0}%", 100.0 * v))
                 .unwrap_or_else(|| "–".into()),
+            g(m.aopc_comp, m.aopc_comp_ci),
+            g(m.aopc_suff, m.aopc_suff_ci),
             m.seconds_per_token
         ));
     }
