@@ -11,6 +11,8 @@
 #               10 usable LongRA rows, with a step cap
 #   wikibio, tellmewhy
 #               the same methods as `longra` on 10 prompts x 10 generated tokens
+#   erasure     the leading methods of `longra` again, on the same rows, for the erasure metrics
+#               (tokens dropped; runs before them have the paper's metrics only)
 #
 # BIN=path overrides the binary (run long stages from a copy, so that rebuilding does not
 # disturb them); THREADS sets --threads. While a stage runs (or after it was stopped),
@@ -18,7 +20,7 @@
 # with figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-stage="${1:?usage: scripts/run-evaluations.sh longra|reference|wikibio|tellmewhy [smollm2|gemma3]}"
+stage="${1:?usage: scripts/run-evaluations.sh longra|reference|wikibio|tellmewhy|erasure [smollm2|gemma3]}"
 model="${2:-smollm2}"
 bin="${BIN:-target/release/reagent}"
 [ -x "$bin" ] || cargo build --release
@@ -55,6 +57,11 @@ run() { # run <dataset> <out> <limit> <args...>
 case "$stage" in
   longra)
     run data/longra.jsonl "docs/results/$model-longra" 30 --methods "$baselines" "${variants[@]}" ;;
+  erasure)
+    run data/longra.jsonl "docs/results/$model-longra-erasure" 30 --no-stability \
+      --methods gradient_norm,input_x_gradient,integrated_gradients,occlusion,random \
+      --variant "reagent-maskdiff:readout=mask_diff,replacing_ratio=0.1,$budget" \
+      --variant "reagent-shrunk:readout=mask_diff,shrink_z=2,replacing_ratio=0.1,$budget" ;;
   wikibio | tellmewhy)
     run "data/$stage.txt" "docs/results/$model-$stage" 10 --new-tokens 10 --methods "$baselines" "${variants[@]}" ;;
   reference)
