@@ -148,7 +148,7 @@ impl Summary {
              seconds per attributed token.\n",
         );
         if !self.paired.is_empty() {
-            s.push_str("\nPaired comparisons (per example; mean difference a − b with its bootstrap 95% interval, and the sign-flip permutation p-value):\n\n| a | b | metric | n | mean a − b | 95% CI | p |\n|---|---|---|---:|---:|---:|---:|\n");
+            s.push_str("\nPaired comparisons (per example; mean difference a − b with its bootstrap 95% interval, and the sign-flip permutation p-value; higher is better on every metric but aopc_suff, where a negative difference favours a):\n\n| a | b | metric | n | mean a − b | 95% CI | p |\n|---|---|---|---:|---:|---:|---:|\n");
             for p in &self.paired {
                 s.push_str(&format!(
                     "| {} | {} | {} | {} | {:+.4} | {} | {:.4} |\n",
