@@ -5,7 +5,8 @@ Reads every docs/results/<run>/summary.csv (written by `reagent evaluate` or `re
 and prints, per run, one table: the paper's ln-ratios against the random baseline (Soft-NC,
 Soft-NS) with their bootstrap 95% intervals, the antecedent top-3 rate (LongRA) with its
 interval, the agreement of two random streams, the contexts scored and the seconds per attributed
-token. Standard library only.
+token; and, for runs that have them, the erasure metrics' AOPC sufficiency and comprehensiveness.
+Standard library only.
 
     python3 scripts/results_overview.py [docs/results]
 """
@@ -52,6 +53,13 @@ def agreement(row):
     return ("–" if rho is None else f"{rho:.2f}") + f" / {top:.0%}"
 
 
+def aopc(row):
+    s, c = num(row, "aopc_suff"), num(row, "aopc_comp")
+    if s is None or c is None:
+        return "–"
+    return f"{s:.3f} / {c:.3f}"
+
+
 def main():
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results")
     found = False
@@ -63,9 +71,11 @@ def main():
         with open(f, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
         n = max(int(r["examples"]) for r in rows)
+        erasure = any(num(r, "aopc_suff") is not None for r in rows)
         print(f"**{title}** ({n} examples; [`{folder}/summary.md`]({folder}/summary.md))\n")
-        print("| method | Soft-NC ln(m/random) [95% CI] | Soft-NS ln(m/random) [95% CI] | antecedent top-3 [95% CI] | seed agreement ρ / top-3 ≥ 2 | contexts/token | s/token |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| method | Soft-NC ln(m/random) [95% CI] | Soft-NS ln(m/random) [95% CI] | antecedent top-3 [95% CI] | seed agreement ρ / top-3 ≥ 2 | contexts/token | s/token |"
+              + (" erasure AOPC-Suff ↓ / AOPC-Comp ↑ |" if erasure else ""))
+        print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if erasure else ""))
         for r in rows:
             ante = with_ci(r, "antecedent_top3", "antecedent_top3_lo", "antecedent_top3_hi", "{:.0f}", 100.0)
             ante = ante if ante == "–" else ante.replace(" [", "% [")
@@ -77,6 +87,7 @@ def main():
                 f"| {ante} | {agreement(r)} "
                 f"| {'–' if rows_per is None else f'{rows_per:.0f}'} "
                 f"| {float(r['seconds_per_token']):.1f} |"
+                + (f" {aopc(r)} |" if erasure else "")
             )
         print()
     if not found:
