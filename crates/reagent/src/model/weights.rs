@@ -240,6 +240,25 @@ impl Vb {
         self.reduced(Linear::new(Weight::Dense(w), Some(b), out_dim))
     }
 
+    /// The LM head: this view's separate `head` weight (`[vocab, in_dim]`, no bias, in f32 as
+    /// every head is) where the model has one and `tied` is false, else the input embedding
+    /// (`embed`, stored under `embed_vb`) reused as the head.
+    pub fn lm_head(
+        &self,
+        head: &str,
+        tied: bool,
+        embed_vb: &Vb,
+        embed: &Embedding,
+        in_dim: usize,
+    ) -> Result<Linear> {
+        let (vocab, _) = embed.dims()?;
+        if !tied && self.contains(&format!("{head}.weight")) {
+            self.pp(head).f32().linear(in_dim, vocab, false)
+        } else {
+            embed_vb.tied_linear(embed, "weight")
+        }
+    }
+
     /// A linear layer that reuses an embedding's `[out, in]` table (tied embeddings). In
     /// quantized mode the table's stored quantized form under `name` is used when there is one.
     pub fn tied_linear(&self, embed: &Embedding, name: &str) -> Result<Linear> {

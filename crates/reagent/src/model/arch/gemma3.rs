@@ -239,11 +239,13 @@ impl Gemma3 {
             .map(|i| Block::load(m.pp("layers").pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;
         let norm = gemma_norm(&m.pp("norm"), h, cfg.rms_norm_eps)?;
-        let lm_head = if !cfg.tie_word_embeddings && vb.contains("lm_head.weight") {
-            vb.pp("lm_head").f32().linear(h, cfg.vocab_size, false)?
-        } else {
-            m.pp("embed_tokens").tied_linear(&embed_tokens, "weight")?
-        };
+        let lm_head = vb.lm_head(
+            "lm_head",
+            cfg.tie_word_embeddings,
+            &m.pp("embed_tokens"),
+            &embed_tokens,
+            h,
+        )?;
         let ((g_theta, g_scaling), (l_theta, l_scaling)) = cfg.ropes()?;
         let max_pos = cfg.max_position_embeddings;
         let rotary_global = Rotary::new(

@@ -130,11 +130,7 @@ impl Gpt2 {
             .map(|i| Block::load(t.pp("h").pp(i), cfg, i))
             .collect::<Result<Vec<_>>>()?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
-        let head = if vb.contains("lm_head.weight") {
-            vb.pp("lm_head").f32().linear(h, cfg.vocab_size, false)?
-        } else {
-            t.pp("wte").tied_linear(&wte, "weight")?
-        };
+        let head = vb.lm_head("lm_head", false, &t.pp("wte"), &wte, h)?;
         let info = ModelInfo::dense(
             "GPT2LMHeadModel",
             cfg.n_layer,

@@ -160,11 +160,13 @@ impl GptNeoX {
             .map(|i| Layer::load(g.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = layer_norm(&g.pp("final_layer_norm"), h, cfg.layer_norm_eps)?;
-        let head = if cfg.tie_word_embeddings || !vb.contains("embed_out.weight") {
-            g.pp("embed_in").tied_linear(&embed_in, "weight")?
-        } else {
-            vb.pp("embed_out").f32().linear(h, cfg.vocab_size, false)?
-        };
+        let head = vb.lm_head(
+            "embed_out",
+            cfg.tie_word_embeddings,
+            &g.pp("embed_in"),
+            &embed_in,
+            h,
+        )?;
         let (theta, pct, scaling) = cfg.rope()?;
         if !(pct > 0.0 && pct <= 1.0) {
             return Err(crate::Error::input(format!(

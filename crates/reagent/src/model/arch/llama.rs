@@ -234,13 +234,13 @@ impl Llama {
             m.pp("norm").get(cfg.hidden_size, "weight")?,
             cfg.rms_norm_eps,
         );
-        let lm_head = if cfg.tie_word_embeddings || !vb.contains("lm_head.weight") {
-            m.pp("embed_tokens").tied_linear(&embed_tokens, "weight")?
-        } else {
-            vb.pp("lm_head")
-                .f32()
-                .linear(cfg.hidden_size, cfg.vocab_size, false)?
-        };
+        let lm_head = vb.lm_head(
+            "lm_head",
+            cfg.tie_word_embeddings,
+            &m.pp("embed_tokens"),
+            &embed_tokens,
+            cfg.hidden_size,
+        )?;
         let (theta, scaling) = cfg.rope()?;
         let rotary = Rotary::new(
             cfg.head_dim(),

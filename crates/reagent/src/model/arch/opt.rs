@@ -160,11 +160,7 @@ impl Opt {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::load(d.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
-        let head = if vb.contains("lm_head.weight") {
-            vb.pp("lm_head").f32().linear(proj, cfg.vocab_size, false)?
-        } else {
-            d.pp("embed_tokens").tied_linear(&embed_tokens, "weight")?
-        };
+        let head = vb.lm_head("lm_head", false, &d.pp("embed_tokens"), &embed_tokens, proj)?;
         let info = ModelInfo::dense(
             "OPTForCausalLM",
             cfg.num_hidden_layers,
