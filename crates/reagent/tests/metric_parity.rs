@@ -183,7 +183,8 @@ fn erasure_metrics_match_the_reference() -> TestResult {
             assert_eq!(r.error, 0.0, "a local model is exact");
         }
     }
-    // Mismatched lengths are an error, not a panic.
+    // Mismatched lengths and an empty context are errors, not panics.
     assert!(erasure_contexts(&[1, 2, 3], &[0.1, 0.2], &[false; 3], &[0.1]).is_err());
+    assert!(erasure(&LmTarget(m.model.as_ref()), &[], 3, &[], &[], &[0.1]).is_err());
     Ok(())
 }

@@ -342,6 +342,9 @@ pub fn erasure(
             f.vocab_size()
         )));
     }
+    if context.is_empty() {
+        return Err(Error::input("erasure metrics: the context is empty"));
+    }
     let plan = erasure_contexts(context, scores, fixed, ratios)?;
     let mut contexts = Vec::with_capacity(1 + 2 * plan.len());
     contexts.push(context.to_vec());
@@ -350,8 +353,11 @@ pub fn erasure(
         contexts.push(dropped.clone());
     }
     let p = score_rows_for(f, &contexts, &[target], |_, row| {
-        let lp = row[target as usize];
-        (lp.exp(), f.prob_error(row, target))
+        // A row shorter than the vocabulary is the scorer's fault: NaN, refused below.
+        match row.get(target as usize) {
+            Some(lp) => (lp.exp(), f.prob_error(row, target)),
+            None => (f32::NAN, 0.0),
+        }
     })?;
     let (p0, e0) = p[0];
     if p.iter().any(|(x, e)| !x.is_finite() || !e.is_finite()) {
