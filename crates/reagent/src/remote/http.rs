@@ -42,8 +42,6 @@ pub struct Client {
     agent: ureq::Agent,
     /// The root of the server (`http://host:port`), without the userinfo part.
     root: String,
-    /// The address to show in messages (the root plus the API path the user gave).
-    shown: String,
     key: Option<String>,
     settings: HttpSettings,
 }
@@ -104,8 +102,8 @@ pub fn split_url(url: &str) -> Result<(String, String)> {
 }
 
 impl Client {
-    /// A client for the server at `root` (from [`split_url`]); `shown` names it in messages.
-    pub fn new(root: String, shown: String, key: Option<String>, settings: HttpSettings) -> Self {
+    /// A client for the server at `root` (from [`split_url`]).
+    pub fn new(root: String, key: Option<String>, settings: HttpSettings) -> Self {
         let timeout = Duration::from_secs_f64(settings.timeout_s.max(0.001));
         let agent = ureq::AgentBuilder::new()
             .timeout(timeout)
@@ -114,15 +112,14 @@ impl Client {
         Client {
             agent,
             root,
-            shown,
             key,
             settings,
         }
     }
 
-    /// The server's address as messages show it.
-    pub fn shown(&self) -> &str {
-        &self.shown
+    /// The address a request to `path` goes to, as messages show it (no credentials).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.root)
     }
 
     /// `GET root + path` once (no retries): the reply's JSON, or why there is none.
@@ -163,11 +160,9 @@ impl Client {
                     wait = (wait * 2.0).min(30.0);
                 }
                 Err(e) => {
-                    // `root` is the address without credentials; `path` starts at the API's
-                    // folder (`/v1/...`).
                     return Err(Error::Remote(format!(
-                        "{}{path}: {e} (after {tries} {})",
-                        self.root,
+                        "{}: {e} (after {tries} {})",
+                        self.url(path),
                         if tries == 1 { "try" } else { "tries" }
                     )));
                 }
@@ -176,7 +171,7 @@ impl Client {
     }
 
     fn send(&self, path: &str, body: Option<&Value>) -> std::result::Result<Value, Failure> {
-        let url = format!("{}{path}", self.root);
+        let url = self.url(path);
         let mut req = match body {
             Some(_) => self.agent.post(&url),
             None => self.agent.get(&url),

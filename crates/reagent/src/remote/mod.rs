@@ -398,12 +398,7 @@ pub fn load_remote(opts: &RemoteOptions) -> Result<LoadedModel> {
         ));
     }
     let tok = load_tokenizer(&opts.tokenizer)?;
-    let client = Client::new(
-        root.clone(),
-        shown.clone(),
-        opts.api_key.clone(),
-        opts.http.clone(),
-    );
+    let client = Client::new(root.clone(), opts.api_key.clone(), opts.http.clone());
 
     // 1. The served models.
     let models = client.get(&format!("{api}/models")).map_err(|e| match e {
@@ -584,7 +579,7 @@ fn check_vocabulary(
         // A server without /detokenize cannot be checked this way; the scores still are
         // checked for ids inside the vocabulary.
         Err(Failure::Status(404, _)) => return Ok(()),
-        Err(e) => return Err(Error::Remote(format!("{}/detokenize: {e}", client.shown()))),
+        Err(e) => return Err(Error::Remote(format!("{}: {e}", client.url("/detokenize")))),
     };
     let remote = reply
         .get("content")
