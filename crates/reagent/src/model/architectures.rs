@@ -45,47 +45,31 @@ pub const ARCHITECTURES: &[Architecture] = &[
         names: &["Gemma3ForCausalLM"],
         model_types: &["gemma3_text"],
         gguf: Some("gemma3"),
-        role: Role::Causal(|vb, cfg, path, _| {
-            Ok(Arc::new(gemma3::Gemma3::load(
-                vb,
-                &parse_config(cfg, path)?,
-            )?))
-        }),
+        role: Role::Causal(|vb, cfg, path, _| build(vb, cfg, path, gemma3::Gemma3::load)),
     },
     Architecture {
         names: &["GPT2LMHeadModel"],
         model_types: &["gpt2"],
         gguf: None,
-        role: Role::Causal(|vb, cfg, path, _| {
-            Ok(Arc::new(gpt2::Gpt2::load(vb, &parse_config(cfg, path)?)?))
-        }),
+        role: Role::Causal(|vb, cfg, path, _| build(vb, cfg, path, gpt2::Gpt2::load)),
     },
     Architecture {
         names: &["OPTForCausalLM"],
         model_types: &["opt"],
         gguf: None,
-        role: Role::Causal(|vb, cfg, path, _| {
-            Ok(Arc::new(opt::Opt::load(vb, &parse_config(cfg, path)?)?))
-        }),
+        role: Role::Causal(|vb, cfg, path, _| build(vb, cfg, path, opt::Opt::load)),
     },
     Architecture {
         names: &["GPTJForCausalLM"],
         model_types: &["gptj"],
         gguf: None,
-        role: Role::Causal(|vb, cfg, path, _| {
-            Ok(Arc::new(gptj::GptJ::load(vb, &parse_config(cfg, path)?)?))
-        }),
+        role: Role::Causal(|vb, cfg, path, _| build(vb, cfg, path, gptj::GptJ::load)),
     },
     Architecture {
         names: &["GPTNeoXForCausalLM"],
         model_types: &["gpt_neox"],
         gguf: None,
-        role: Role::Causal(|vb, cfg, path, _| {
-            Ok(Arc::new(gpt_neox::GptNeoX::load(
-                vb,
-                &parse_config(cfg, path)?,
-            )?))
-        }),
+        role: Role::Causal(|vb, cfg, path, _| build(vb, cfg, path, gpt_neox::GptNeoX::load)),
     },
     Architecture {
         names: &["BertForMaskedLM", "RobertaForMaskedLM"],
@@ -94,6 +78,16 @@ pub const ARCHITECTURES: &[Architecture] = &[
         role: Role::Masked,
     },
 ];
+
+/// A model from its weights and its parsed `config.json`.
+fn build<C: serde::de::DeserializeOwned, M: CausalLm + 'static>(
+    vb: Vb,
+    cfg: &serde_json::Value,
+    path: &Path,
+    load: fn(Vb, &C) -> Result<M>,
+) -> Result<Arc<dyn CausalLm>> {
+    Ok(Arc::new(load(vb, &parse_config(cfg, path)?)?))
+}
 
 /// The Llama family: one file, three flavours.
 fn llama_hf(vb: Vb, cfg: &serde_json::Value, path: &Path, arch: &str) -> Result<Arc<dyn CausalLm>> {

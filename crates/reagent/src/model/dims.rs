@@ -1,7 +1,41 @@
 //! Bounds on the sizes a model file may declare, checked before anything divides by them or
 //! allocates from them.
 
+use serde::Deserialize;
+
 use crate::{Error, Result};
+
+/// The sizes every architecture's `config.json` states, under either of the names transformers
+/// gives them (GPT-2 and GPT-J write `n_embd`, `n_layer`, `n_head`). Each architecture's
+/// `Config` flattens it in; [`super::ModelInfo::of`] describes a model from it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Dims {
+    #[serde(alias = "n_embd")]
+    pub hidden_size: usize,
+    #[serde(alias = "n_layer")]
+    pub num_hidden_layers: usize,
+    #[serde(alias = "n_head")]
+    pub num_attention_heads: usize,
+    /// Grouped-query attention's key/value heads: as many as the query heads when absent.
+    pub num_key_value_heads: Option<usize>,
+    pub vocab_size: usize,
+}
+
+impl Dims {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// `hidden_size / num_attention_heads`, the head width where a config does not state it.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// `1 / sqrt(head_dim)`, the usual attention scale.
+    pub fn scale(&self) -> f64 {
+        1.0 / (self.head_dim() as f64).sqrt()
+    }
+}
 
 /// The largest size any dimension may have (16 Mi): far above real models (vocabularies of
 /// 262,144, contexts of 131,072), far below what would exhaust memory in one allocation of a

@@ -198,13 +198,9 @@ pub fn llama_config(f: &GgufFile) -> Result<super::llama::Config> {
     }
     let (bos, eos, pad) = special_ids(f);
     Ok(super::llama::Config {
-        hidden_size: hidden,
+        dims: dims(f, "llama", hidden, heads)?,
         intermediate_size: f.usize(&k("feed_forward_length"))?,
-        num_hidden_layers: f.usize(&k("block_count"))?,
-        num_attention_heads: heads,
-        num_key_value_heads: Some(f.usize_opt(&k("attention.head_count_kv")).unwrap_or(heads)),
         head_dim: Some(head_dim),
-        vocab_size: vocab_size(f, "llama")?,
         rms_norm_eps: f.f64(&k("attention.layer_norm_rms_epsilon"))?,
         rope_theta: Some(f.f64_opt(&k("rope.freq_base")).unwrap_or(10_000.0)),
         rope_parameters: None,
@@ -222,6 +218,18 @@ pub fn llama_config(f: &GgufFile) -> Result<super::llama::Config> {
             pad_token_id: pad,
         },
         flavor: super::llama::Flavor::Gguf,
+    })
+}
+
+/// The sizes under `{arch}.*`; key/value heads default to the query heads, as llama.cpp reads them.
+fn dims(f: &GgufFile, arch: &str, hidden: usize, heads: usize) -> Result<super::dims::Dims> {
+    let kv = f.usize_opt(&format!("{arch}.attention.head_count_kv"));
+    Ok(super::dims::Dims {
+        hidden_size: hidden,
+        num_hidden_layers: f.usize(&format!("{arch}.block_count"))?,
+        num_attention_heads: heads,
+        num_key_value_heads: Some(kv.unwrap_or(heads)),
+        vocab_size: vocab_size(f, arch)?,
     })
 }
 
@@ -256,13 +264,9 @@ pub fn gemma3_config(f: &GgufFile) -> Result<super::gemma3::Config> {
         head_dim as f64
     };
     Ok(super::gemma3::Config {
-        hidden_size: hidden,
+        dims: dims(f, "gemma3", hidden, heads)?,
         intermediate_size: f.usize(&k("feed_forward_length"))?,
-        num_hidden_layers: n_layers,
-        num_attention_heads: heads,
-        num_key_value_heads: f.usize_opt(&k("attention.head_count_kv")).unwrap_or(heads),
         head_dim,
-        vocab_size: vocab_size(f, "gemma3")?,
         rms_norm_eps: f.f64(&k("attention.layer_norm_rms_epsilon"))?,
         max_position_embeddings: f.usize(&k("context_length"))?,
         query_pre_attn_scalar: Some(query_pre_attn_scalar),

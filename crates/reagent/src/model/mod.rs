@@ -136,7 +136,26 @@ impl ModelInfo {
         }
     }
 
-    /// The same description with these special tokens.
+    /// [`ModelInfo::dense`] from a config's sizes and special ids.
+    pub fn of(
+        architecture: &str,
+        d: &dims::Dims,
+        max_positions: usize,
+        special: &weights::SpecialIds,
+    ) -> Self {
+        let (layers, hidden, heads) = (d.num_hidden_layers, d.hidden_size, d.num_attention_heads);
+        ModelInfo::dense(
+            architecture,
+            layers,
+            hidden,
+            heads,
+            d.kv_heads(),
+            d.vocab_size,
+            max_positions,
+        )
+        .with_specials(special)
+    }
+
     /// [`ModelInfo::with_special`] from a config's special ids.
     pub fn with_specials(self, s: &weights::SpecialIds) -> Self {
         self.with_special(

@@ -240,6 +240,15 @@ impl Vb {
         self.reduced(Linear::new(Weight::Dense(w), Some(b), out_dim))
     }
 
+    /// `n` layers stored under this view's `0`, `1`, ...: `load(view, index)` builds each.
+    pub fn layers<T>(
+        &self,
+        n: usize,
+        mut load: impl FnMut(Vb, usize) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        (0..n).map(|i| load(self.pp(i), i)).collect()
+    }
+
     /// The LM head: this view's separate `head` weight (`[vocab, in_dim]`, no bias, in f32 as
     /// every head is) where the model has one and `tied` is false, else the input embedding
     /// (`embed`, stored under `embed_vb`) reused as the head.

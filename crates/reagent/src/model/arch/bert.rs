@@ -10,20 +10,17 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks};
-use crate::model::weights::layer_norm;
-use crate::model::weights::SpecialIds;
-use crate::model::weights::Vb;
+use crate::model::dims::Dims;
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Masks, Projections};
+use crate::model::weights::{layer_norm, SpecialIds, Vb};
 use crate::model::{Hidden, MaskedLm, ModelInfo};
 use crate::{Error, Result};
 
 /// `config.json` of a BERT or RoBERTa model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub intermediate_size: usize,
     #[serde(default = "crate::model::defaults::gelu")]
     pub hidden_act: String,
@@ -56,9 +53,8 @@ struct Embeddings {
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// query, key, value
+    qkv: Projections,
     attn_out: Linear,
     attn_ln: LayerNorm,
     intermediate: Linear,
@@ -71,20 +67,23 @@ struct Layer {
 
 impl Layer {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let (h, i) = (cfg.dims.hidden_size, cfg.intermediate_size);
+        let eps = cfg.layer_norm_eps;
         let a = vb.pp("attention");
         Ok(Layer {
-            query: a.pp("self").pp("query").linear(h, h, true)?,
-            key: a.pp("self").pp("key").linear(h, h, true)?,
-            value: a.pp("self").pp("value").linear(h, h, true)?,
+            qkv: Projections::separate(vec![
+                a.pp("self").pp("query").linear(h, h, true)?,
+                a.pp("self").pp("key").linear(h, h, true)?,
+                a.pp("self").pp("value").linear(h, h, true)?,
+            ]),
             attn_out: a.pp("output").pp("dense").linear(h, h, true)?,
             attn_ln: layer_norm(&a.pp("output").pp("LayerNorm"), h, eps)?,
             intermediate: vb.pp("intermediate").pp("dense").linear(h, i, true)?,
             output: vb.pp("output").pp("dense").linear(i, h, true)?,
             out_ln: layer_norm(&vb.pp("output").pp("LayerNorm"), h, eps)?,
             act: Activation::from_name(&cfg.hidden_act)?,
-            heads: cfg.num_attention_heads,
-            scale: 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt(),
+            heads: cfg.dims.num_attention_heads,
+            scale: cfg.dims.scale(),
         })
     }
 
@@ -94,9 +93,7 @@ impl Layer {
         mask: &Tensor,
         want: bool,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
-        let q = nn::split_heads(&self.query.forward(x)?, self.heads)?;
-        let k = nn::split_heads(&self.key.forward(x)?, self.heads)?;
-        let v = nn::split_heads(&self.value.forward(x)?, self.heads)?;
+        let [q, k, v] = self.qkv.qkv_heads(x, self.heads, self.heads)?;
         let (a, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
         let x = self.attn_ln.forward(&(self.attn_out.forward(&a)? + x)?)?;
         let m = self
@@ -144,7 +141,7 @@ impl BertMlm {
                 )));
             }
         }
-        let (h, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+        let (h, eps) = (cfg.dims.hidden_size, cfg.layer_norm_eps);
         let base = match flavor {
             Flavor::Bert => "bert",
             Flavor::Roberta => "roberta",
@@ -156,7 +153,7 @@ impl BertMlm {
         };
         let e = m.pp("embeddings");
         let embeddings = Embeddings {
-            word: Embedding::new(e.pp("word_embeddings").get((cfg.vocab_size, h), "weight")?),
+            word: e.pp("word_embeddings").embedding(cfg.dims.vocab_size, h)?,
             position: e
                 .pp("position_embeddings")
                 .get((cfg.max_position_embeddings, h), "weight")?,
@@ -165,51 +162,35 @@ impl BertMlm {
                 .get((cfg.type_vocab_size, h), "weight")?,
             layer_norm: layer_norm(&e.pp("LayerNorm"), h, eps)?,
         };
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(m.pp("encoder").pp("layer").pp(i), cfg))
-            .collect::<Result<Vec<_>>>()?;
-        let act = Activation::from_name(&cfg.hidden_act)?;
-        let head = match flavor {
-            Flavor::Bert => {
-                let p = vb.pp("cls").pp("predictions");
-                let decoder = if p.contains("decoder.weight") {
-                    p.pp("decoder").linear(h, cfg.vocab_size, false)?
-                } else {
-                    e.pp("word_embeddings")
-                        .tied_linear(&embeddings.word, "weight")?
-                };
-                let bias = match p.get_opt(cfg.vocab_size, "bias")? {
-                    Some(b) => b,
-                    None => p.pp("decoder").get(cfg.vocab_size, "bias")?,
-                };
-                MlmHead {
-                    dense: p.pp("transform").pp("dense").linear(h, h, true)?,
-                    act,
-                    layer_norm: layer_norm(&p.pp("transform").pp("LayerNorm"), h, eps)?,
-                    decoder,
-                    bias,
-                }
-            }
-            Flavor::Roberta => {
-                let p = vb.pp("lm_head");
-                let decoder = if p.contains("decoder.weight") {
-                    p.pp("decoder").linear(h, cfg.vocab_size, false)?
-                } else {
-                    e.pp("word_embeddings")
-                        .tied_linear(&embeddings.word, "weight")?
-                };
-                let bias = match p.get_opt(cfg.vocab_size, "bias")? {
-                    Some(b) => b,
-                    None => p.pp("decoder").get(cfg.vocab_size, "bias")?,
-                };
-                MlmHead {
-                    dense: p.pp("dense").linear(h, h, true)?,
-                    act,
-                    layer_norm: layer_norm(&p.pp("layer_norm"), h, eps)?,
-                    decoder,
-                    bias,
-                }
-            }
+        let n = cfg.dims.num_hidden_layers;
+        let layers = m
+            .pp("encoder.layer")
+            .layers(n, |vb, _| Layer::load(vb, cfg))?;
+        // The head's names: BERT's `cls.predictions` with a `transform` block, RoBERTa's `lm_head`.
+        let (p, dense, norm) = match flavor {
+            Flavor::Bert => (
+                vb.pp("cls.predictions"),
+                "transform.dense",
+                "transform.LayerNorm",
+            ),
+            Flavor::Roberta => (vb.pp("lm_head"), "dense", "layer_norm"),
+        };
+        let decoder = if p.contains("decoder.weight") {
+            p.pp("decoder").linear(h, cfg.dims.vocab_size, false)?
+        } else {
+            e.pp("word_embeddings")
+                .tied_linear(&embeddings.word, "weight")?
+        };
+        let bias = match p.get_opt(cfg.dims.vocab_size, "bias")? {
+            Some(b) => b,
+            None => p.pp("decoder").get(cfg.dims.vocab_size, "bias")?,
+        };
+        let head = MlmHead {
+            dense: p.pp(dense).linear(h, h, true)?,
+            act: Activation::from_name(&cfg.hidden_act)?,
+            layer_norm: layer_norm(&p.pp(norm), h, eps)?,
+            decoder,
+            bias,
         };
         let pad_id = cfg.special.pad_token_id.unwrap_or(match flavor {
             Flavor::Bert => 0,
@@ -222,23 +203,12 @@ impl BertMlm {
                 .saturating_sub(pad_id as usize + 1),
             Flavor::Bert => cfg.max_position_embeddings,
         };
-        let info = ModelInfo::dense(
-            match flavor {
-                Flavor::Bert => "BertForMaskedLM",
-                Flavor::Roberta => "RobertaForMaskedLM",
-            },
-            cfg.num_hidden_layers,
-            h,
-            cfg.num_attention_heads,
-            cfg.num_attention_heads,
-            cfg.vocab_size,
-            max_positions,
-        )
-        .with_special(
-            cfg.special.bos_token_id,
-            crate::model::weights::eos_ids(&cfg.special.eos_token_id),
-            Some(pad_id),
-        );
+        let name = match flavor {
+            Flavor::Bert => "BertForMaskedLM",
+            Flavor::Roberta => "RobertaForMaskedLM",
+        };
+        let mut info = ModelInfo::of(name, &cfg.dims, max_positions, &cfg.special);
+        info.pad_token_id = Some(pad_id);
         Ok(BertMlm {
             embeddings,
             layers,

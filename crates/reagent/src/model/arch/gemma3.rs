@@ -9,11 +9,11 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
+use crate::model::dims::Dims;
 use crate::model::nn::{
     self, Activation, Embedding, Linear, Masks, Projections, RmsNorm, RopeScaling, Rotary,
 };
-use crate::model::weights::SpecialIds;
-use crate::model::weights::Vb;
+use crate::model::weights::{SpecialIds, Vb};
 use crate::model::{decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::{Error, Result};
 
@@ -21,13 +21,10 @@ use crate::{Error, Result};
 /// `text_config` has the same shape).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub hidden_size: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
     pub head_dim: usize,
-    pub vocab_size: usize,
     #[serde(default = "crate::model::defaults::eps_1e6")]
     pub rms_norm_eps: f64,
     #[serde(default = "crate::model::defaults::positions_131072")]
@@ -147,8 +144,8 @@ struct Block {
 
 impl Block {
     fn load(vb: Vb, cfg: &Config, i: usize) -> Result<Self> {
-        let (h, d) = (cfg.hidden_size, cfg.head_dim);
-        let (nh, kv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (h, d) = (cfg.dims.hidden_size, cfg.head_dim);
+        let (nh, kv) = (cfg.dims.num_attention_heads, cfg.dims.kv_heads());
         let eps = cfg.rms_norm_eps;
         let a = vb.pp("self_attn");
         let m = vb.pp("mlp");
@@ -192,10 +189,7 @@ impl Block {
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let a = &self.self_attn;
         let h = self.input_layernorm.forward(x)?;
-        let [q, k, v]: [Tensor; 3] = a.qkv.forward(&h)?.try_into().expect("three projections");
-        let q = nn::split_heads(&q, a.heads)?;
-        let k = nn::split_heads(&k, a.kv_heads)?;
-        let v = nn::split_heads(&v, a.kv_heads)?;
+        let [q, k, v] = a.qkv.qkv_heads(&h, a.heads, a.kv_heads)?;
         let q = rotary.apply(&a.q_norm.forward(&q)?)?;
         let k = rotary.apply(&a.k_norm.forward(&k)?)?;
         let (o, probs) = nn::attention_softcapped(&q, &k, &v, mask, a.scale, a.softcap, want)?;
@@ -233,50 +227,27 @@ impl Gemma3 {
         } else {
             vb.pp("model")
         };
-        let h = cfg.hidden_size;
-        let embed_tokens = m.pp("embed_tokens").embedding(cfg.vocab_size, h)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Block::load(m.pp("layers").pp(i), cfg, i))
-            .collect::<Result<Vec<_>>>()?;
+        let h = cfg.dims.hidden_size;
+        if cfg.dims.num_key_value_heads.is_none() {
+            return Err(Error::missing("`num_key_value_heads`", "config.json"));
+        }
+        let embed_tokens = m.pp("embed_tokens").embedding(cfg.dims.vocab_size, h)?;
+        let layers = m
+            .pp("layers")
+            .layers(cfg.dims.num_hidden_layers, |vb, i| Block::load(vb, cfg, i))?;
         let norm = gemma_norm(&m.pp("norm"), h, cfg.rms_norm_eps)?;
-        let lm_head = vb.lm_head(
-            "lm_head",
-            cfg.tie_word_embeddings,
-            &m.pp("embed_tokens"),
-            &embed_tokens,
-            h,
-        )?;
+        let tied = cfg.tie_word_embeddings;
+        let lm_head = vb.lm_head("lm_head", tied, &m.pp("embed_tokens"), &embed_tokens, h)?;
         let ((g_theta, g_scaling), (l_theta, l_scaling)) = cfg.ropes()?;
         let max_pos = cfg.max_position_embeddings;
-        let rotary_global = Rotary::new(
-            cfg.head_dim,
-            g_theta,
-            &g_scaling,
-            max_pos,
-            false,
-            vb.device(),
-        )?;
-        let rotary_local = Rotary::new(
-            cfg.head_dim,
-            l_theta,
-            &l_scaling,
-            max_pos,
-            false,
-            vb.device(),
-        )?;
+        let rotary =
+            |theta, scaling| Rotary::new(cfg.head_dim, theta, scaling, max_pos, false, vb.device());
+        let (rotary_global, rotary_local) =
+            (rotary(g_theta, &g_scaling)?, rotary(l_theta, &l_scaling)?);
         let window = cfg
             .sliding_window
             .ok_or_else(|| Error::missing("`sliding_window`", "config.json"))?;
-        let mut info = ModelInfo::dense(
-            "Gemma3ForCausalLM",
-            cfg.num_hidden_layers,
-            h,
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.vocab_size,
-            max_pos,
-        )
-        .with_specials(&cfg.special);
+        let mut info = ModelInfo::of("Gemma3ForCausalLM", &cfg.dims, max_pos, &cfg.special);
         info.capabilities.gradients = !vb.is_quantized();
         Ok(Gemma3 {
             embed_tokens,

@@ -7,21 +7,19 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
+use crate::model::dims::Dims;
 use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear};
-use crate::model::weights::SpecialIds;
-use crate::model::weights::{layer_norm, Vb};
+use crate::model::weights::{layer_norm, SpecialIds, Vb};
 use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
 /// `config.json` of a GPT-2 model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub n_embd: usize,
-    pub n_head: usize,
-    pub n_layer: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub n_positions: usize,
     pub n_inner: Option<usize>,
-    pub vocab_size: usize,
     #[serde(default = "crate::model::defaults::eps_1e5")]
     pub layer_norm_epsilon: f64,
     #[serde(default = "crate::model::defaults::gelu_new")]
@@ -56,10 +54,10 @@ struct Block {
 
 impl Block {
     fn load(vb: Vb, cfg: &Config, layer: usize) -> Result<Self> {
-        let h = cfg.n_embd;
+        let h = cfg.dims.hidden_size;
         let inner = cfg.n_inner.unwrap_or(4 * h);
         let mut scale = if cfg.scale_attn_weights {
-            1.0 / ((h / cfg.n_head) as f64).sqrt()
+            cfg.dims.scale()
         } else {
             1.0
         };
@@ -71,7 +69,7 @@ impl Block {
             attn: Attention {
                 c_attn: vb.pp("attn").pp("c_attn").conv1d(h, 3 * h)?,
                 c_proj: vb.pp("attn").pp("c_proj").conv1d(h, h)?,
-                heads: cfg.n_head,
+                heads: cfg.dims.num_attention_heads,
                 scale,
             },
             ln_2: layer_norm(&vb.pp("ln_2"), h, cfg.layer_norm_epsilon)?,
@@ -123,24 +121,15 @@ impl Gpt2 {
         } else {
             vb.clone()
         };
-        let h = cfg.n_embd;
-        let wte = Embedding::new(t.pp("wte").get((cfg.vocab_size, h), "weight")?);
+        let h = cfg.dims.hidden_size;
+        let wte = t.pp("wte").embedding(cfg.dims.vocab_size, h)?;
         let wpe = t.pp("wpe").get((cfg.n_positions, h), "weight")?;
-        let blocks = (0..cfg.n_layer)
-            .map(|i| Block::load(t.pp("h").pp(i), cfg, i))
-            .collect::<Result<Vec<_>>>()?;
+        let blocks = t
+            .pp("h")
+            .layers(cfg.dims.num_hidden_layers, |vb, i| Block::load(vb, cfg, i))?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
         let head = vb.lm_head("lm_head", false, &t.pp("wte"), &wte, h)?;
-        let info = ModelInfo::dense(
-            "GPT2LMHeadModel",
-            cfg.n_layer,
-            h,
-            cfg.n_head,
-            cfg.n_head,
-            cfg.vocab_size,
-            cfg.n_positions,
-        )
-        .with_specials(&cfg.special);
+        let info = ModelInfo::of("GPT2LMHeadModel", &cfg.dims, cfg.n_positions, &cfg.special);
         Ok(Gpt2 {
             wte,
             wpe,

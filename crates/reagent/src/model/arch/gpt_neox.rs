@@ -8,21 +8,18 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, RopeScaling, Rotary};
-use crate::model::weights::layer_norm;
-use crate::model::weights::SpecialIds;
-use crate::model::weights::Vb;
+use crate::model::dims::Dims;
+use crate::model::nn::{self, Activation, LayerNorm, Linear, RopeScaling, Rotary};
+use crate::model::weights::{layer_norm, SpecialIds, Vb};
 use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
 use crate::Result;
 
 /// `config.json` of a GPT-NeoX model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub hidden_size: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub vocab_size: usize,
     pub max_position_embeddings: usize,
     pub rotary_pct: Option<f64>,
     pub rotary_emb_base: Option<f64>,
@@ -79,33 +76,19 @@ pub struct Layer {
 
 impl Layer {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let h = cfg.hidden_size;
-        let b = cfg.attention_bias;
+        let (h, i) = (cfg.dims.hidden_size, cfg.intermediate_size);
+        let eps = cfg.layer_norm_eps;
+        let (a, m, b) = (vb.pp("attention"), vb.pp("mlp"), cfg.attention_bias);
         Ok(Layer {
-            input_layernorm: layer_norm(&vb.pp("input_layernorm"), h, cfg.layer_norm_eps)?,
-            post_attention_layernorm: layer_norm(
-                &vb.pp("post_attention_layernorm"),
-                h,
-                cfg.layer_norm_eps,
-            )?,
-            query_key_value: vb
-                .pp("attention")
-                .pp("query_key_value")
-                .linear(h, 3 * h, b)?,
-            dense: vb.pp("attention").pp("dense").linear(h, h, b)?,
-            dense_h_to_4h: vb.pp("mlp").pp("dense_h_to_4h").linear(
-                h,
-                cfg.intermediate_size,
-                true,
-            )?,
-            dense_4h_to_h: vb.pp("mlp").pp("dense_4h_to_h").linear(
-                cfg.intermediate_size,
-                h,
-                true,
-            )?,
+            input_layernorm: layer_norm(&vb.pp("input_layernorm"), h, eps)?,
+            post_attention_layernorm: layer_norm(&vb.pp("post_attention_layernorm"), h, eps)?,
+            query_key_value: a.pp("query_key_value").linear(h, 3 * h, b)?,
+            dense: a.pp("dense").linear(h, h, b)?,
+            dense_h_to_4h: m.pp("dense_h_to_4h").linear(h, i, true)?,
+            dense_4h_to_h: m.pp("dense_4h_to_h").linear(i, h, true)?,
             act: Activation::from_name(&cfg.hidden_act)?,
-            heads: cfg.num_attention_heads,
-            scale: 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt(),
+            heads: cfg.dims.num_attention_heads,
+            scale: cfg.dims.scale(),
             parallel: cfg.use_parallel_residual,
         })
     }
@@ -153,20 +136,14 @@ pub type GptNeoX = RotaryDecoder<Layer>;
 impl GptNeoX {
     pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
         let g = vb.pp("gpt_neox");
-        let h = cfg.hidden_size;
-        let head_dim = h / cfg.num_attention_heads;
-        let embed_in = Embedding::new(g.pp("embed_in").get((cfg.vocab_size, h), "weight")?);
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(g.pp("layers").pp(i), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let (h, head_dim) = (cfg.dims.hidden_size, cfg.dims.head_dim());
+        let embed_in = g.pp("embed_in").embedding(cfg.dims.vocab_size, h)?;
+        let layers = g
+            .pp("layers")
+            .layers(cfg.dims.num_hidden_layers, |vb, _| Layer::load(vb, cfg))?;
         let final_layer_norm = layer_norm(&g.pp("final_layer_norm"), h, cfg.layer_norm_eps)?;
-        let head = vb.lm_head(
-            "embed_out",
-            cfg.tie_word_embeddings,
-            &g.pp("embed_in"),
-            &embed_in,
-            h,
-        )?;
+        let tied = cfg.tie_word_embeddings;
+        let head = vb.lm_head("embed_out", tied, &g.pp("embed_in"), &embed_in, h)?;
         let (theta, pct, scaling) = cfg.rope()?;
         if !(pct > 0.0 && pct <= 1.0) {
             return Err(crate::Error::input(format!(
@@ -174,24 +151,9 @@ impl GptNeoX {
             )));
         }
         let rot_dim = (head_dim as f64 * pct) as usize;
-        let rotary = Rotary::new(
-            rot_dim,
-            theta,
-            &scaling,
-            cfg.max_position_embeddings,
-            false,
-            vb.device(),
-        )?;
-        let info = ModelInfo::dense(
-            "GPTNeoXForCausalLM",
-            cfg.num_hidden_layers,
-            h,
-            cfg.num_attention_heads,
-            cfg.num_attention_heads,
-            cfg.vocab_size,
-            cfg.max_position_embeddings,
-        )
-        .with_specials(&cfg.special);
+        let positions = cfg.max_position_embeddings;
+        let rotary = Rotary::new(rot_dim, theta, &scaling, positions, false, vb.device())?;
+        let info = ModelInfo::of("GPTNeoXForCausalLM", &cfg.dims, positions, &cfg.special);
         let norm = FinalNorm::Layer(final_layer_norm);
         Ok(GptNeoX::new(
             embed_in, layers, norm, head, rotary, None, info,

@@ -9,23 +9,20 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
-use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, RopeScaling, Rotary};
-use crate::model::weights::layer_norm;
-use crate::model::weights::SpecialIds;
-use crate::model::weights::Vb;
+use crate::model::dims::Dims;
+use crate::model::nn::{self, Activation, LayerNorm, Linear, Projections, RopeScaling, Rotary};
+use crate::model::weights::{layer_norm, SpecialIds, Vb};
 use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
 use crate::Result;
 
 /// `config.json` of a GPT-J model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub n_embd: usize,
-    pub n_head: usize,
-    pub n_layer: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub n_positions: usize,
     pub n_inner: Option<usize>,
     pub rotary_dim: Option<usize>,
-    pub vocab_size: usize,
     #[serde(default = "crate::model::defaults::eps_1e5")]
     pub layer_norm_epsilon: f64,
     #[serde(default = "crate::model::defaults::gelu_new")]
@@ -37,9 +34,8 @@ pub struct Config {
 /// One GPT-J layer: attention and MLP in parallel from one LayerNorm.
 pub struct Block {
     ln_1: LayerNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj, v_proj
+    qkv: Projections,
     out_proj: Linear,
     fc_in: Linear,
     fc_out: Linear,
@@ -50,20 +46,22 @@ pub struct Block {
 
 impl Block {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let h = cfg.n_embd;
+        let h = cfg.dims.hidden_size;
         let inner = cfg.n_inner.unwrap_or(4 * h);
         let a = vb.pp("attn");
         Ok(Block {
             ln_1: layer_norm(&vb.pp("ln_1"), h, cfg.layer_norm_epsilon)?,
-            q_proj: a.pp("q_proj").linear(h, h, false)?,
-            k_proj: a.pp("k_proj").linear(h, h, false)?,
-            v_proj: a.pp("v_proj").linear(h, h, false)?,
+            qkv: Projections::separate(vec![
+                a.pp("q_proj").linear(h, h, false)?,
+                a.pp("k_proj").linear(h, h, false)?,
+                a.pp("v_proj").linear(h, h, false)?,
+            ]),
             out_proj: a.pp("out_proj").linear(h, h, false)?,
             fc_in: vb.pp("mlp").pp("fc_in").linear(h, inner, true)?,
             fc_out: vb.pp("mlp").pp("fc_out").linear(inner, h, true)?,
             act: Activation::from_name(&cfg.activation_function)?,
-            heads: cfg.n_head,
-            scale: 1.0 / ((h / cfg.n_head) as f64).sqrt(),
+            heads: cfg.dims.num_attention_heads,
+            scale: cfg.dims.scale(),
         })
     }
 }
@@ -77,9 +75,8 @@ impl RotaryLayer for Block {
         want: bool,
     ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let h = self.ln_1.forward(x)?;
-        let q = rotary.apply(&nn::split_heads(&self.q_proj.forward(&h)?, self.heads)?)?;
-        let k = rotary.apply(&nn::split_heads(&self.k_proj.forward(&h)?, self.heads)?)?;
-        let v = nn::split_heads(&self.v_proj.forward(&h)?, self.heads)?;
+        let [q, k, v] = self.qkv.qkv_heads(&h, self.heads, self.heads)?;
+        let (q, k) = (rotary.apply(&q)?, rotary.apply(&k)?);
         let (a, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
         let a = self.out_proj.forward(&a)?;
         let m = self
@@ -95,38 +92,32 @@ pub type GptJ = RotaryDecoder<Block>;
 impl GptJ {
     pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
         let t = vb.pp("transformer");
-        let h = cfg.n_embd;
-        let head_dim = h / cfg.n_head;
-        let wte = Embedding::new(t.pp("wte").get((cfg.vocab_size, h), "weight")?);
-        let blocks = (0..cfg.n_layer)
-            .map(|i| Block::load(t.pp("h").pp(i), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let (h, head_dim) = (cfg.dims.hidden_size, cfg.dims.head_dim());
+        let wte = t.pp("wte").embedding(cfg.dims.vocab_size, h)?;
+        let blocks = t
+            .pp("h")
+            .layers(cfg.dims.num_hidden_layers, |vb, _| Block::load(vb, cfg))?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
-        let head = vb.pp("lm_head").f32().linear(h, cfg.vocab_size, true)?;
+        let head = vb
+            .pp("lm_head")
+            .f32()
+            .linear(h, cfg.dims.vocab_size, true)?;
         let rot_dim = cfg.rotary_dim.unwrap_or(head_dim);
         if rot_dim > head_dim {
             return Err(crate::Error::input(format!(
                 "rotary_dim {rot_dim} is wider than the heads ({head_dim})"
             )));
         }
+        let positions = cfg.n_positions;
         let rotary = Rotary::new(
             rot_dim,
-            10_000.0,
+            1e4,
             &RopeScaling::None,
-            cfg.n_positions,
+            positions,
             true,
             vb.device(),
         )?;
-        let info = ModelInfo::dense(
-            "GPTJForCausalLM",
-            cfg.n_layer,
-            h,
-            cfg.n_head,
-            cfg.n_head,
-            cfg.vocab_size,
-            cfg.n_positions,
-        )
-        .with_specials(&cfg.special);
+        let info = ModelInfo::of("GPTJForCausalLM", &cfg.dims, positions, &cfg.special);
         let norm = FinalNorm::Layer(ln_f);
         Ok(GptJ::new(wte, blocks, norm, head, rotary, None, info))
     }

@@ -8,22 +8,19 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
+use crate::model::dims::Dims;
 use crate::model::nn::{self, Activation, Linear, Projections, RmsNorm, RopeScaling, Rotary};
-use crate::model::weights::SpecialIds;
-use crate::model::weights::Vb;
+use crate::model::weights::{SpecialIds, Vb};
 use crate::model::{FinalNorm, ModelInfo, RotaryDecoder, RotaryLayer};
 use crate::Result;
 
 /// `config.json` of a Llama-family model (only the keys we use).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub hidden_size: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: Option<usize>,
     pub head_dim: Option<usize>,
-    pub vocab_size: usize,
     #[serde(default = "crate::model::defaults::eps_1e6")]
     pub rms_norm_eps: f64,
     pub rope_theta: Option<f64>,
@@ -65,11 +62,7 @@ pub enum Flavor {
 
 impl Config {
     fn head_dim(&self) -> usize {
-        self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads)
-    }
-    fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+        self.head_dim.unwrap_or(self.dims.head_dim())
     }
     /// `rope_theta` from v5's `rope_parameters`, or the top level, or Llama's documented 10000.
     pub fn rope(&self) -> Result<(f64, RopeScaling)> {
@@ -107,17 +100,20 @@ struct Attention {
 
 impl Attention {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let (h, d, kv) = (cfg.num_attention_heads, cfg.head_dim(), cfg.kv_heads());
+        let (h, kv, d) = (
+            cfg.dims.num_attention_heads,
+            cfg.dims.kv_heads(),
+            cfg.head_dim(),
+        );
+        let hidden = cfg.dims.hidden_size;
         let qkv_bias = cfg.attention_bias || cfg.flavor == Flavor::Qwen2;
         Ok(Attention {
             qkv: Projections::new(vec![
-                vb.pp("q_proj").linear(cfg.hidden_size, h * d, qkv_bias)?,
-                vb.pp("k_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
-                vb.pp("v_proj").linear(cfg.hidden_size, kv * d, qkv_bias)?,
+                vb.pp("q_proj").linear(hidden, h * d, qkv_bias)?,
+                vb.pp("k_proj").linear(hidden, kv * d, qkv_bias)?,
+                vb.pp("v_proj").linear(hidden, kv * d, qkv_bias)?,
             ])?,
-            o_proj: vb
-                .pp("o_proj")
-                .linear(h * d, cfg.hidden_size, cfg.attention_bias)?,
+            o_proj: vb.pp("o_proj").linear(h * d, hidden, cfg.attention_bias)?,
             heads: h,
             kv_heads: kv,
             scale: 1.0 / (d as f64).sqrt(),
@@ -138,10 +134,8 @@ impl Attention {
                 return Ok((self.o_proj.forward(&out)?, None));
             }
         }
-        let [q, k, v]: [Tensor; 3] = self.qkv.forward(x)?.try_into().expect("three projections");
-        let q = rotary.apply(&nn::split_heads(&q, self.heads)?)?;
-        let k = rotary.apply(&nn::split_heads(&k, self.kv_heads)?)?;
-        let v = nn::split_heads(&v, self.kv_heads)?;
+        let [q, k, v] = self.qkv.qkv_heads(x, self.heads, self.kv_heads)?;
+        let (q, k) = (rotary.apply(&q)?, rotary.apply(&k)?);
         let (out, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
         Ok((self.o_proj.forward(&out)?, probs))
     }
@@ -156,7 +150,7 @@ struct Mlp {
 
 impl Mlp {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let (h, i) = (cfg.dims.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
             gate_up: Projections::new(vec![
                 vb.pp("gate_proj").linear(h, i, cfg.mlp_bias)?,
@@ -183,7 +177,7 @@ pub struct Block {
 
 impl Block {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let h = cfg.hidden_size;
+        let h = cfg.dims.hidden_size;
         Ok(Block {
             input_layernorm: RmsNorm::new(
                 vb.pp("input_layernorm").get(h, "weight")?,
@@ -223,24 +217,14 @@ pub type Llama = RotaryDecoder<Block>;
 
 impl Llama {
     pub fn load(vb: Vb, cfg: &Config, architecture: &str) -> Result<Self> {
-        let m = vb.pp("model");
-        let embed_tokens = m
-            .pp("embed_tokens")
-            .embedding(cfg.vocab_size, cfg.hidden_size)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Block::load(m.pp("layers").pp(i), cfg))
-            .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::new(
-            m.pp("norm").get(cfg.hidden_size, "weight")?,
-            cfg.rms_norm_eps,
-        );
-        let lm_head = vb.lm_head(
-            "lm_head",
-            cfg.tie_word_embeddings,
-            &m.pp("embed_tokens"),
-            &embed_tokens,
-            cfg.hidden_size,
-        )?;
+        let (m, h) = (vb.pp("model"), cfg.dims.hidden_size);
+        let embed_tokens = m.pp("embed_tokens").embedding(cfg.dims.vocab_size, h)?;
+        let layers = m
+            .pp("layers")
+            .layers(cfg.dims.num_hidden_layers, |vb, _| Block::load(vb, cfg))?;
+        let norm = RmsNorm::new(m.pp("norm").get(h, "weight")?, cfg.rms_norm_eps);
+        let tied = cfg.tie_word_embeddings;
+        let lm_head = vb.lm_head("lm_head", tied, &m.pp("embed_tokens"), &embed_tokens, h)?;
         let (theta, scaling) = cfg.rope()?;
         let rotary = Rotary::new(
             cfg.head_dim(),
@@ -250,16 +234,8 @@ impl Llama {
             cfg.flavor == Flavor::Gguf,
             vb.device(),
         )?;
-        let mut info = ModelInfo::dense(
-            architecture,
-            cfg.num_hidden_layers,
-            cfg.hidden_size,
-            cfg.num_attention_heads,
-            cfg.kv_heads(),
-            cfg.vocab_size,
-            cfg.max_position_embeddings,
-        )
-        .with_specials(&cfg.special);
+        let positions = cfg.max_position_embeddings;
+        let mut info = ModelInfo::of(architecture, &cfg.dims, positions, &cfg.special);
         info.capabilities.gradients = !vb.is_quantized();
         let norm = FinalNorm::Rms(norm);
         let window = cfg.window();

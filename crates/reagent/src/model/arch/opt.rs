@@ -8,10 +8,9 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear};
-use crate::model::weights::layer_norm;
-use crate::model::weights::SpecialIds;
-use crate::model::weights::Vb;
+use crate::model::dims::Dims;
+use crate::model::nn::{self, Activation, Embedding, LayerNorm, Linear, Projections};
+use crate::model::weights::{layer_norm, SpecialIds, Vb};
 use crate::model::{decode, decoder_accessors, CausalLm, Hidden, ModelInfo};
 use crate::Result;
 
@@ -21,11 +20,9 @@ const POSITION_OFFSET: usize = 2;
 /// `config.json` of an OPT model.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    pub hidden_size: usize,
+    #[serde(flatten)]
+    pub dims: Dims,
     pub ffn_dim: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub vocab_size: usize,
     pub max_position_embeddings: usize,
     pub word_embed_proj_dim: Option<usize>,
     #[serde(default = "crate::model::defaults::yes")]
@@ -43,9 +40,8 @@ pub struct Config {
 const LN_EPS: f64 = 1e-5;
 
 struct Layer {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj, v_proj
+    qkv: Projections,
     out_proj: Linear,
     self_attn_layer_norm: LayerNorm,
     fc1: Linear,
@@ -59,20 +55,22 @@ struct Layer {
 
 impl Layer {
     fn load(vb: Vb, cfg: &Config) -> Result<Self> {
-        let (h, b) = (cfg.hidden_size, cfg.enable_bias);
+        let (h, b) = (cfg.dims.hidden_size, cfg.enable_bias);
         let a = vb.pp("self_attn");
         Ok(Layer {
-            q_proj: a.pp("q_proj").linear(h, h, b)?,
-            k_proj: a.pp("k_proj").linear(h, h, b)?,
-            v_proj: a.pp("v_proj").linear(h, h, b)?,
+            qkv: Projections::separate(vec![
+                a.pp("q_proj").linear(h, h, b)?,
+                a.pp("k_proj").linear(h, h, b)?,
+                a.pp("v_proj").linear(h, h, b)?,
+            ]),
             out_proj: a.pp("out_proj").linear(h, h, b)?,
             self_attn_layer_norm: layer_norm(&vb.pp("self_attn_layer_norm"), h, LN_EPS)?,
             fc1: vb.pp("fc1").linear(h, cfg.ffn_dim, b)?,
             fc2: vb.pp("fc2").linear(cfg.ffn_dim, h, b)?,
             final_layer_norm: layer_norm(&vb.pp("final_layer_norm"), h, LN_EPS)?,
             act: Activation::from_name(&cfg.activation_function)?,
-            heads: cfg.num_attention_heads,
-            scale: 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt(),
+            heads: cfg.dims.num_attention_heads,
+            scale: cfg.dims.scale(),
             pre_ln: cfg.do_layer_norm_before,
         })
     }
@@ -88,9 +86,7 @@ impl Layer {
         } else {
             x.clone()
         };
-        let q = nn::split_heads(&self.q_proj.forward(&h)?, self.heads)?;
-        let k = nn::split_heads(&self.k_proj.forward(&h)?, self.heads)?;
-        let v = nn::split_heads(&self.v_proj.forward(&h)?, self.heads)?;
+        let [q, k, v] = self.qkv.qkv_heads(&h, self.heads, self.heads)?;
         let (a, probs) = nn::attention(&q, &k, &v, mask, self.scale, want)?;
         let mut x = (x + self.out_proj.forward(&a)?)?;
         if !self.pre_ln {
@@ -137,10 +133,9 @@ impl Opt {
         } else {
             vb.pp("decoder")
         };
-        let h = cfg.hidden_size;
+        let h = cfg.dims.hidden_size;
         let proj = cfg.word_embed_proj_dim.unwrap_or(h);
-        let embed_tokens =
-            Embedding::new(d.pp("embed_tokens").get((cfg.vocab_size, proj), "weight")?);
+        let embed_tokens = d.pp("embed_tokens").embedding(cfg.dims.vocab_size, proj)?;
         let embed_positions = d
             .pp("embed_positions")
             .get((cfg.max_position_embeddings + POSITION_OFFSET, h), "weight")?;
@@ -157,20 +152,12 @@ impl Opt {
         } else {
             None
         };
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(d.pp("layers").pp(i), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = d
+            .pp("layers")
+            .layers(cfg.dims.num_hidden_layers, |vb, _| Layer::load(vb, cfg))?;
         let head = vb.lm_head("lm_head", false, &d.pp("embed_tokens"), &embed_tokens, proj)?;
-        let info = ModelInfo::dense(
-            "OPTForCausalLM",
-            cfg.num_hidden_layers,
-            h,
-            cfg.num_attention_heads,
-            cfg.num_attention_heads,
-            cfg.vocab_size,
-            cfg.max_position_embeddings,
-        )
-        .with_specials(&cfg.special);
+        let positions = cfg.max_position_embeddings;
+        let info = ModelInfo::of("OPTForCausalLM", &cfg.dims, positions, &cfg.special);
         Ok(Opt {
             embed_tokens,
             embed_positions,

@@ -349,6 +349,33 @@ impl Projections {
         })
     }
 
+    /// The projections kept apart, each its own matrix product (as the upstream model runs
+    /// them, where that is the reference's numerics).
+    pub fn separate(parts: Vec<Linear>) -> Self {
+        let sizes = parts.iter().map(|p| p.out_dim).collect();
+        Projections {
+            fused: None,
+            parts,
+            sizes,
+        }
+    }
+
+    /// q, k and v (this holds those three projections) of `x`, split into heads
+    /// `[b, heads, t, d]`: `heads` for the queries, `kv_heads` for the keys and values.
+    pub fn qkv_heads(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        kv_heads: usize,
+    ) -> candle_core::Result<[Tensor; 3]> {
+        let [q, k, v]: [Tensor; 3] = self.forward(x)?.try_into().expect("three projections");
+        Ok([
+            split_heads(&q, heads)?,
+            split_heads(&k, kv_heads)?,
+            split_heads(&v, kv_heads)?,
+        ])
+    }
+
     /// The outputs, concatenated along the last dimension.
     pub fn forward_cat(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.fused {
