@@ -64,6 +64,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn dims_read_either_naming_scheme() {
+        let gpt2: Dims = serde_json::from_str(
+            r#"{"n_embd": 8, "n_layer": 2, "n_head": 4, "vocab_size": 50, "n_positions": 16}"#,
+        )
+        .unwrap();
+        let llama: Dims = serde_json::from_str(
+            r#"{"hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "vocab_size": 50}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (gpt2.hidden_size, gpt2.num_hidden_layers, gpt2.kv_heads()),
+            (8, 2, 4)
+        );
+        assert_eq!((llama.head_dim(), llama.kv_heads()), (2, 2));
+        assert_eq!(gpt2.scale(), 1.0 / 2f64.sqrt());
+        let e = serde_json::from_str::<Dims>(r#"{"n_embd": 8, "vocab_size": 50}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("missing field `num_hidden_layers`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn zero_and_huge_sizes_fail_with_the_field_name() {
         assert!(check("x", &[("a", 1), ("b", MAX_DIM)]).is_ok());
         let e = check("cfg.json", &[("num_attention_heads", 0)]).unwrap_err();
