@@ -5,7 +5,21 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use reagent::method::gradient::Baseline;
-use reagent::method::reagent::{MlmPick, Objective, ProbeWeighting, Readout, SamplerKind};
+use reagent::method::reagent::{
+    MlmPick, Objective, ProbeWeighting, Readout, ReagentConfig, SamplerKind,
+};
+use reagent::result::{Unit, WordAggregation};
+
+/// A unit name, as the library parses it.
+fn parse_unit(s: &str) -> Result<Unit, String> {
+    Unit::from_name(s).map_err(|e| e.to_string())
+}
+
+/// A preset name the library knows (`-` and `_` alike), kept as given.
+fn parse_preset(s: &str) -> Result<String, String> {
+    ReagentConfig::preset(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
 
 /// A sampler name, as the library parses it.
 fn parse_sampler(s: &str) -> Result<SamplerKind, String> {
@@ -152,26 +166,6 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-/// Hyperparameter presets.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PresetArg {
-    /// inseq's defaults: 16 probes, keep 5, top-3, r = 0.3, 3000 steps.
-    Inseq,
-    /// The paper's token-level setting: 5 probes, keep 8, top-3, r = 0.1, 5000 steps.
-    PaperToken,
-    /// Not the reference: 16 probes x 8 steps at r = 0.1 (128 contexts), read out as the mask
-    /// difference shrunk by 2 standard errors.
-    MaskDiff,
-}
-
-/// What one attributed feature is.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnitArg {
-    Token,
-    Word,
-    Sentence,
-}
-
 /// What `--json` writes.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FormatArg {
@@ -182,19 +176,15 @@ pub enum FormatArg {
     Inseq,
 }
 
-/// Subword-to-word score aggregation.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WordsArg {
-    Sum,
-    Max,
-}
-
 /// ReAGent's hyperparameters (a preset, then any flag given overrides it).
 #[derive(Args, Debug, Clone)]
 pub struct ReagentArgs {
-    /// Start from these hyperparameters.
-    #[arg(long, value_enum, default_value = "inseq")]
-    pub preset: PresetArg,
+    /// Start from these hyperparameters: inseq (inseq's defaults: 16 probes, keep 5, top-3,
+    /// r = 0.3, 3000 steps), paper-token (the paper's token-level setting: 5 probes, keep 8,
+    /// top-3, r = 0.1, 5000 steps) or mask-diff (not the reference: 16 probes x 8 steps at
+    /// r = 0.1, 128 contexts, read out as the mask difference shrunk by 2 standard errors).
+    #[arg(long, default_value = "inseq", value_parser = parse_preset)]
+    pub preset: String,
     /// Probes run in parallel [inseq: 16].
     #[arg(long)]
     pub probes: Option<usize>,
@@ -317,20 +307,15 @@ pub struct AttributeArgs {
     pub html: Option<PathBuf>,
 
     /// Show scores per word instead of per token (subword scores summed, or their maximum).
-    #[arg(long, value_enum, conflicts_with_all = ["unit", "unit_spans"])]
-    pub words: Option<WordsArg>,
+    #[arg(long, value_parser = parse_name::<WordAggregation>, conflicts_with_all = ["unit", "unit_spans"])]
+    pub words: Option<WordAggregation>,
 
     /// What one feature is: token, word or sentence (Unicode boundaries of the text, whatever
     /// the tokenizer). ReAGent and occlusion replace each unit as a whole (40 sentences are 40
     /// features); other methods' token scores are summed per unit. Special tokens (BOS) belong
     /// to no unit and are never replaced.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "token",
-        conflicts_with = "unit_spans"
-    )]
-    pub unit: UnitArg,
+    #[arg(long, default_value = "token", value_parser = parse_unit, conflicts_with = "unit_spans")]
+    pub unit: Unit,
 
     /// Units given as character spans of the prompt, e.g. the documents of a RAG prompt: a JSON
     /// file holding [[start, end], ...] (end exclusive). Tokens outside every span are kept and

@@ -182,6 +182,21 @@ pub enum Unit {
 }
 
 impl Unit {
+    /// The units that have a name (spans are given, not named).
+    pub const NAMED: [Unit; 3] = [Unit::Token, Unit::Word, Unit::Sentence];
+
+    /// `token`, `word` or `sentence`.
+    pub fn from_name(name: &str) -> crate::Result<Unit> {
+        Self::NAMED
+            .into_iter()
+            .find(|u| u.name() == name)
+            .ok_or_else(|| {
+                crate::Error::input(format!(
+                    "unit must be one of token, word, sentence; got `{name}`"
+                ))
+            })
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Unit::Token => "token",

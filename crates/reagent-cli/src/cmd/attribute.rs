@@ -8,9 +8,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reagent::method::reagent::{build_sampler, Reagent, ReagentConfig, SamplerKind};
-use reagent::{attribute, JobProgress, Plan, Progress, Targets, WordAggregation};
+use reagent::{attribute, JobProgress, Plan, Progress, Targets};
 
-use crate::args::{AttributeArgs, FormatArg, PresetArg, ReagentArgs, UnitArg, WordsArg};
+use crate::args::{AttributeArgs, FormatArg, ReagentArgs};
 use crate::render::{Heatmap, Html, InseqJson, Json};
 
 /// One prompt to attribute.
@@ -22,11 +22,7 @@ struct Job {
 
 /// The ReAGent configuration: the preset, then the flags given.
 pub fn reagent_config(a: &ReagentArgs) -> Result<ReagentConfig> {
-    let mut c = ReagentConfig::preset(match a.preset {
-        PresetArg::Inseq => "inseq",
-        PresetArg::PaperToken => "paper_token",
-        PresetArg::MaskDiff => "mask_diff",
-    })?;
+    let mut c = ReagentConfig::preset(&a.preset)?;
     if let Some(v) = a.probes {
         c.probes = v;
     }
@@ -235,11 +231,9 @@ pub fn run(a: AttributeArgs) -> Result<()> {
         }
     }
 
-    let unit = match (&a.unit_spans, a.unit) {
-        (Some(p), _) => reagent::result::Unit::Spans(read_spans(p)?),
-        (None, UnitArg::Token) => reagent::result::Unit::Token,
-        (None, UnitArg::Word) => reagent::result::Unit::Word,
-        (None, UnitArg::Sentence) => reagent::result::Unit::Sentence,
+    let unit = match &a.unit_spans {
+        Some(p) => reagent::result::Unit::Spans(read_spans(p)?),
+        None => a.unit.clone(),
     };
     let kind = reagent::MethodKind::from_name(a.method.trim())?;
     let mut model = super::load_model(&a.model, kind.probability_only())?;
@@ -334,10 +328,7 @@ pub fn run(a: AttributeArgs) -> Result<()> {
             }
         }
         if let Some(w) = a.words {
-            result.aggregate_words(match w {
-                WordsArg::Sum => WordAggregation::Sum,
-                WordsArg::Max => WordAggregation::Max,
-            });
+            result.aggregate_words(w);
         }
         pb.suspend(|| -> Result<()> {
             if !matches!(&a.json, Some(p) if p.as_os_str() == "-") {
