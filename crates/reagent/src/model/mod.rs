@@ -18,7 +18,8 @@ pub mod load;
 pub mod nn;
 pub mod weights;
 
-pub use arch::{bert, gemma3, gpt2, gpt_neox, gptj, llama, opt};
+// Each architecture as `model::NAME` (its file in arch/ is all a new one adds here).
+pub use arch::*;
 
 use candle_core::{Device, IndexOp, Tensor};
 use serde::Serialize;
