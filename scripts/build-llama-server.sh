@@ -3,6 +3,9 @@
 # package vendors, once, and cache the binary. Prints the binary's path.
 #
 #   scripts/build-llama-server.sh          # the cached binary, built first when missing
+#   TARGET=llama-bench NATIVE=1 scripts/build-llama-server.sh
+#                                          # llama.cpp's own benchmark, for this CPU's features
+#                                          # (scripts/bench-llama-cpp.sh runs it)
 #
 # The cache lives in $REAGENT_CACHE (default ~/.cache/reagent). The build targets x86-64 with AVX2
 # and FMA, not the build machine's own features, so a cached binary runs on any machine of this
@@ -13,7 +16,10 @@ version=0.3.36
 sha256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 url="https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/llama_cpp_python-$version.tar.gz"
 cache="${REAGENT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/reagent}"
-out="$cache/llama-server-$version-avx2/llama-server"
+target="${TARGET:-llama-server}"
+flavor=avx2
+[ -n "${NATIVE:-}" ] && flavor=native
+out="$cache/$target-$version-$flavor/$target"
 if [ -x "$out" ]; then
   echo "$out"
   exit 0
@@ -21,7 +27,7 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-echo "building llama-server from llama-cpp-python $version's vendored llama.cpp (tens of minutes on 2 cores)" >&2
+echo "building $target ($flavor) from llama-cpp-python $version's vendored llama.cpp (tens of minutes on 2 cores)" >&2
 curl -fsSL --retry 3 -o src.tar.gz "$url"
 echo "$sha256  src.tar.gz" | sha256sum -c --quiet
 tar xzf src.tar.gz
@@ -32,12 +38,16 @@ if ! command -v cmake >/dev/null; then
   command -v cmake >/dev/null || cmake="$(python3 -c 'import cmake; print(cmake.CMAKE_BIN_DIR)')/cmake"
 fi
 src="llama_cpp_python-$version/vendor/llama.cpp"
-"$cmake" -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
-  -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+if [ "$flavor" = native ]; then
+  cpu=(-DGGML_NATIVE=ON)
+else
+  cpu=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON)
+fi
+"$cmake" -S "$src" -B build -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF "${cpu[@]}" \
   -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON >&2
-"$cmake" --build build --target llama-server -j "$(nproc)" >&2
+"$cmake" --build build --target "$target" -j "$(nproc)" >&2
 mkdir -p "$(dirname "$out")"
-cp build/bin/llama-server "$out.tmp"
+cp "build/bin/$target" "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$out"
