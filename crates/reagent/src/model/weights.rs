@@ -249,6 +249,19 @@ impl Vb {
         (0..n).map(|i| load(self.pp(i), i)).collect()
     }
 
+    /// A decoder's body as most store it: the token embedding `[vocab, hidden]` under `embed`
+    /// and the layers under `layers` (`layers.0`, `layers.1`, ...), each built by `load`.
+    pub fn body<L>(
+        &self,
+        embed: &str,
+        layers: &str,
+        d: &super::dims::Dims,
+        load: impl FnMut(Vb, usize) -> Result<L>,
+    ) -> Result<(Embedding, Vec<L>)> {
+        let e = self.pp(embed).embedding(d.vocab_size, d.hidden_size)?;
+        Ok((e, self.pp(layers).layers(d.num_hidden_layers, load)?))
+    }
+
     /// The LM head: this view's separate `head` weight (`[vocab, in_dim]`, no bias, in f32 as
     /// every head is) where the model has one and `tied` is false, else the input embedding
     /// (`embed`, stored under `embed_vb`) reused as the head.

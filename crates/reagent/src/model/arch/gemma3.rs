@@ -231,10 +231,9 @@ impl Gemma3 {
         if cfg.dims.num_key_value_heads.is_none() {
             return Err(Error::missing("`num_key_value_heads`", "config.json"));
         }
-        let embed_tokens = m.pp("embed_tokens").embedding(cfg.dims.vocab_size, h)?;
-        let layers = m
-            .pp("layers")
-            .layers(cfg.dims.num_hidden_layers, |vb, i| Block::load(vb, cfg, i))?;
+        let (embed_tokens, layers) = m.body("embed_tokens", "layers", &cfg.dims, |vb, i| {
+            Block::load(vb, cfg, i)
+        })?;
         let norm = gemma_norm(&m.pp("norm"), h, cfg.rms_norm_eps)?;
         let tied = cfg.tie_word_embeddings;
         let lm_head = vb.lm_head("lm_head", tied, &m.pp("embed_tokens"), &embed_tokens, h)?;

@@ -122,11 +122,8 @@ impl Gpt2 {
             vb.clone()
         };
         let h = cfg.dims.hidden_size;
-        let wte = t.pp("wte").embedding(cfg.dims.vocab_size, h)?;
+        let (wte, blocks) = t.body("wte", "h", &cfg.dims, |vb, i| Block::load(vb, cfg, i))?;
         let wpe = t.pp("wpe").get((cfg.n_positions, h), "weight")?;
-        let blocks = t
-            .pp("h")
-            .layers(cfg.dims.num_hidden_layers, |vb, i| Block::load(vb, cfg, i))?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
         let head = vb.lm_head("lm_head", false, &t.pp("wte"), &wte, h)?;
         let info = ModelInfo::of("GPT2LMHeadModel", &cfg.dims, cfg.n_positions, &cfg.special);

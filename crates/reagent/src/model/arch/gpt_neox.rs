@@ -137,10 +137,9 @@ impl GptNeoX {
     pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
         let g = vb.pp("gpt_neox");
         let (h, head_dim) = (cfg.dims.hidden_size, cfg.dims.head_dim());
-        let embed_in = g.pp("embed_in").embedding(cfg.dims.vocab_size, h)?;
-        let layers = g
-            .pp("layers")
-            .layers(cfg.dims.num_hidden_layers, |vb, _| Layer::load(vb, cfg))?;
+        let (embed_in, layers) = g.body("embed_in", "layers", &cfg.dims, |vb, _| {
+            Layer::load(vb, cfg)
+        })?;
         let final_layer_norm = layer_norm(&g.pp("final_layer_norm"), h, cfg.layer_norm_eps)?;
         let tied = cfg.tie_word_embeddings;
         let head = vb.lm_head("embed_out", tied, &g.pp("embed_in"), &embed_in, h)?;

@@ -93,10 +93,7 @@ impl GptJ {
     pub fn load(vb: Vb, cfg: &Config) -> Result<Self> {
         let t = vb.pp("transformer");
         let (h, head_dim) = (cfg.dims.hidden_size, cfg.dims.head_dim());
-        let wte = t.pp("wte").embedding(cfg.dims.vocab_size, h)?;
-        let blocks = t
-            .pp("h")
-            .layers(cfg.dims.num_hidden_layers, |vb, _| Block::load(vb, cfg))?;
+        let (wte, blocks) = t.body("wte", "h", &cfg.dims, |vb, _| Block::load(vb, cfg))?;
         let ln_f = layer_norm(&t.pp("ln_f"), h, cfg.layer_norm_epsilon)?;
         let head = vb
             .pp("lm_head")

@@ -218,10 +218,9 @@ pub type Llama = RotaryDecoder<Block>;
 impl Llama {
     pub fn load(vb: Vb, cfg: &Config, architecture: &str) -> Result<Self> {
         let (m, h) = (vb.pp("model"), cfg.dims.hidden_size);
-        let embed_tokens = m.pp("embed_tokens").embedding(cfg.dims.vocab_size, h)?;
-        let layers = m
-            .pp("layers")
-            .layers(cfg.dims.num_hidden_layers, |vb, _| Block::load(vb, cfg))?;
+        let (embed_tokens, layers) = m.body("embed_tokens", "layers", &cfg.dims, |vb, _| {
+            Block::load(vb, cfg)
+        })?;
         let norm = RmsNorm::new(m.pp("norm").get(h, "weight")?, cfg.rms_norm_eps);
         let tied = cfg.tie_word_embeddings;
         let lm_head = vb.lm_head("lm_head", tied, &m.pp("embed_tokens"), &embed_tokens, h)?;
