@@ -31,6 +31,11 @@ pub trait NextTokenFn: Sync {
     fn max_rows(&self, len: usize) -> usize {
         rows_for(len)
     }
+    /// Whether every id's probability is computed (false for a served model, which returns
+    /// the top K and the focus ids only).
+    fn whole_distribution(&self) -> bool {
+        true
+    }
 }
 
 /// The token budget of one batch of contexts (see [`set_batch_tokens`]).
@@ -123,5 +128,10 @@ impl NextTokenFn for LmTarget<'_> {
 
     fn prob_error(&self, row: &[f32], id: u32) -> f32 {
         self.0.prob_error(row, id)
+    }
+
+    fn whole_distribution(&self) -> bool {
+        // A model whose weights live here computes every id; a served one does not.
+        self.0.capabilities().weights
     }
 }

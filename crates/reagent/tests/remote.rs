@@ -189,6 +189,39 @@ fn served_model_matches_the_local_model() {
     );
     assert_eq!(one.targets[0].scores.scores, eight.targets[0].scores.scores);
     assert_eq!(one.targets[0].scores.steps, eight.targets[0].scores.steps);
+
+    // 5. The total-variation objective needs every id's probability: refused in one line,
+    // before any request (the local model runs it).
+    let tv = ReagentConfig {
+        objective: reagent::method::reagent::Objective::TotalVariation,
+        max_steps: 2,
+        ..ReagentConfig::paper_token()
+    };
+    let fresh = served(&server.url(), &gguf, 100, 1);
+    let settings = MethodSettings {
+        reagent: tv.clone(),
+        ..Default::default()
+    };
+    let method = registry::build(MethodKind::Reagent, &settings, &fresh, None).unwrap();
+    let plan = Plan::new(&fresh, EIFFEL, &Targets::Text(" Paris".into())).unwrap();
+    let e = attribute(&fresh, method.as_ref(), plan, &NoProgress)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("total-variation objective needs the whole next-token distribution")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    assert_eq!(
+        fresh.model.take_backend_stats().unwrap().requests,
+        0,
+        "no request went out"
+    );
+    assert!(!run(&local, MethodKind::Reagent, tv).targets[0]
+        .scores
+        .scores
+        .is_empty());
 }
 
 /// A proxy in front of the real server that, at seeded random points, delays a connection,

@@ -106,8 +106,8 @@ impl Attributor for Attention {
 
     fn requirements(&self) -> Requirements {
         Requirements {
-            gradients: false,
             attentions: true,
+            ..Requirements::default()
         }
     }
 

@@ -413,7 +413,7 @@ impl Attributor for Gradient {
     fn requirements(&self) -> Requirements {
         Requirements {
             gradients: true,
-            attentions: false,
+            ..Requirements::default()
         }
     }
 

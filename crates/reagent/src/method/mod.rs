@@ -158,6 +158,9 @@ impl Goal {
 pub struct Requirements {
     pub gradients: bool,
     pub attentions: bool,
+    /// Every id's next-token probability (ReAGent's total-variation objective), which a
+    /// served model does not return.
+    pub whole_distribution: bool,
 }
 
 /// Fail with one line when the model cannot serve the method.
@@ -173,6 +176,12 @@ pub fn check_requirements(kind: MethodKind, req: Requirements, model: &dyn Causa
             } else {
                 "attention probabilities"
             }
+        )));
+    }
+    if req.whole_distribution && !caps.weights {
+        return Err(Error::Unsupported(format!(
+            "{} with the total-variation objective needs the whole next-token distribution, and a served model returns only its top K; use target_prob",
+            kind.name()
         )));
     }
     if req.gradients && !caps.gradients {

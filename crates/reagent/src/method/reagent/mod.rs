@@ -51,7 +51,8 @@ pub use stopping::{StoppingRule, TopK};
 pub use stream::RecordedStream;
 
 use super::{
-    score_rows_for, Attributor, Goal, MethodKind, NextTokenFn, Progress, TargetScores, Units,
+    score_rows_for, Attributor, Goal, MethodKind, NextTokenFn, Progress, Requirements,
+    TargetScores, Units,
 };
 use crate::model::{CausalLm, LoadedMaskedModel, LoadedModel};
 use crate::{Error, Result};
@@ -679,6 +680,11 @@ impl Reagent {
                 "the total-variation objective has no contrastive form; use target_prob",
             ));
         }
+        if self.cfg.objective == Objective::TotalVariation && !f.whole_distribution() {
+            return Err(Error::Unsupported(
+                "the total-variation objective needs the whole next-token distribution, and a served model returns only its top K; use target_prob".into(),
+            ));
+        }
         if let Some(c) = goal.contrast {
             if c as usize >= f.vocab_size() {
                 return Err(Error::input(format!(
@@ -999,6 +1005,13 @@ pub use crate::util::softmax;
 impl Attributor for Reagent {
     fn kind(&self) -> MethodKind {
         MethodKind::Reagent
+    }
+
+    fn requirements(&self) -> Requirements {
+        Requirements {
+            whole_distribution: self.cfg.objective == Objective::TotalVariation,
+            ..Requirements::default()
+        }
     }
 
     fn config(&self) -> serde_json::Value {
