@@ -564,30 +564,9 @@ fn evaluate(
     };
     let base = o.clone();
     let (s, mlm) = settings(&mut o)?;
-    let mut kinds: Vec<MethodKind> = if methods.trim() == "all" {
-        // Against a served model, the methods it can run (the others need the weights).
-        let served = !model.inner.model.info().capabilities.weights;
-        MethodKind::ALL
-            .into_iter()
-            .filter(|k| !served || k.probability_only())
-            .collect()
-    } else {
-        methods
-            .split(',')
-            .map(str::trim)
-            .filter(|x| !x.is_empty())
-            .map(MethodKind::from_name)
-            .collect::<reagent::Result<_>>()
-            .map_err(py_err)?
-    };
-    if kinds.is_empty() {
-        return Err(bad("methods is empty"));
-    }
-    if !kinds.contains(&MethodKind::Random) {
-        kinds.push(MethodKind::Random);
-    }
-    kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
-    kinds.dedup();
+    // Against a served model, "all" means the methods it can run (the others need the weights).
+    let served = !model.inner.model.info().capabilities.weights;
+    let (kinds, _) = MethodKind::evaluation_list(&methods, served).map_err(py_err)?;
     // Each variant: the base options, then its own.
     let mut variant_settings = Vec::new();
     for (name, v) in variants {

@@ -10,37 +10,15 @@ use crate::args::EvaluateArgs;
 
 /// The methods named by `--methods` (plus the random baseline), built for this model.
 fn build_methods(a: &EvaluateArgs, model: &reagent::LoadedModel) -> Result<Vec<NamedMethod>> {
-    let all = a.methods.trim() == "all";
-    let mut kinds: Vec<MethodKind> = if all {
-        MethodKind::ALL.to_vec()
-    } else {
-        a.methods
-            .split(',')
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .map(MethodKind::from_name)
-            .collect::<reagent::Result<_>>()?
-    };
-    if kinds.is_empty() {
-        bail!("--methods is empty");
-    }
-    if !kinds.contains(&MethodKind::Random) {
-        kinds.push(MethodKind::Random);
-    }
-    kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
-    kinds.dedup();
+    let served = !model.model.info().capabilities.weights;
+    let (kinds, left_out) = MethodKind::evaluation_list(&a.methods, served).context("--methods")?;
     // "all" against a served model: the methods it can run.
-    if all && !model.model.info().capabilities.weights {
-        let left_out: Vec<&str> = kinds
-            .iter()
-            .filter(|k| !k.probability_only())
-            .map(|k| k.name())
-            .collect();
+    if !left_out.is_empty() {
+        let names: Vec<&str> = left_out.iter().map(|k| k.name()).collect();
         eprintln!(
             "left out {} (they need the model's weights; the server gives next-token probabilities only)",
-            left_out.join(", ")
+            names.join(", ")
         );
-        kinds.retain(|k| k.probability_only());
     }
     let mut methods: Vec<NamedMethod> = kinds
         .into_iter()

@@ -95,6 +95,39 @@ impl MethodKind {
                 ))
             })
     }
+
+    /// The methods an evaluation runs: `spec` is comma-separated names or `all`; the random
+    /// baseline is always added, and the list comes in [`MethodKind::ALL`]'s order. With `all`
+    /// and a model `served` elsewhere, the methods that need the weights are left out and
+    /// returned second.
+    pub fn evaluation_list(spec: &str, served: bool) -> Result<(Vec<Self>, Vec<Self>)> {
+        let all = spec.trim() == "all";
+        let mut kinds: Vec<MethodKind> = if all {
+            MethodKind::ALL.to_vec()
+        } else {
+            spec.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(MethodKind::from_name)
+                .collect::<Result<_>>()?
+        };
+        if kinds.is_empty() {
+            return Err(Error::input("methods is empty"));
+        }
+        kinds.push(MethodKind::Random);
+        kinds.sort_by_key(|k| MethodKind::ALL.iter().position(|x| x == k));
+        kinds.dedup();
+        let mut left_out = Vec::new();
+        if all && served {
+            left_out = kinds
+                .iter()
+                .copied()
+                .filter(|k| !k.probability_only())
+                .collect();
+            kinds.retain(|k| k.probability_only());
+        }
+        Ok((kinds, left_out))
+    }
 }
 
 impl std::str::FromStr for MethodKind {
