@@ -465,3 +465,31 @@ pub trait Attributor: Send + Sync {
         progress: &dyn Progress,
     ) -> Result<TargetScores>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MethodKind as M;
+
+    #[test]
+    fn evaluation_lists_add_random_sort_and_filter_for_servers() {
+        let (k, out) = M::evaluation_list(" occlusion, reagent,occlusion ", false).unwrap();
+        assert_eq!(k, vec![M::Reagent, M::Occlusion, M::Random]);
+        assert!(out.is_empty());
+        let (k, out) = M::evaluation_list("all", false).unwrap();
+        assert_eq!((k, out.len()), (M::ALL.to_vec(), 0));
+        let (k, out) = M::evaluation_list("all", true).unwrap();
+        assert_eq!(k, vec![M::Reagent, M::Occlusion, M::Random]);
+        assert_eq!(out.len(), M::ALL.len() - 3);
+        // Named methods are kept as given against a server: the requirement check refuses them.
+        let (k, _) = M::evaluation_list("gradient_norm", true).unwrap();
+        assert_eq!(k, vec![M::GradientNorm, M::Random]);
+        assert!(M::evaluation_list(" , ", false)
+            .unwrap_err()
+            .to_string()
+            .contains("methods is empty"));
+        assert!(M::evaluation_list("foo", false)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown method `foo`"));
+    }
+}
