@@ -108,7 +108,7 @@ impl GptJ {
         let positions = cfg.n_positions;
         let rotary = Rotary::new(
             rot_dim,
-            1e4,
+            10_000.0,
             &RopeScaling::None,
             positions,
             true,
