@@ -22,7 +22,7 @@ pub type HardRow = (f64, Option<f64>, Option<f64>);
 pub const PAPER_RATIOS: [f64; 4] = [0.05, 0.1, 0.2, 0.3];
 
 /// The means of one method.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct MethodSummary {
     pub method: String,
     pub examples: usize,
@@ -105,6 +105,31 @@ fn align(a: &[(String, f64)], b: &[(String, f64)]) -> (Vec<f64>, Vec<f64>) {
     a.iter()
         .filter_map(|(k, v)| bm.get(k.as_str()).map(|w| (*v, *w)))
         .unzip()
+}
+
+/// `a` with its soft and hard means recomputed over the examples `b` also has, where the two
+/// cover different examples (else `a` as it is).
+fn shared_means(a: &MethodSummary, b: &MethodSummary) -> MethodSummary {
+    let mut out = a.clone();
+    let (pa, pb) = (&a.per_example, &b.per_example);
+    let fields: [(fn(&PerExample) -> &Vec<(String, f64)>, &mut Option<f64>); 4] = [
+        (|p| &p.soft_ns, &mut out.soft_ns),
+        (|p| &p.soft_nc, &mut out.soft_nc),
+        (|p| &p.hard_ns, &mut out.hard_ns_mean),
+        (|p| &p.hard_nc, &mut out.hard_nc_mean),
+    ];
+    for (field, value) in fields {
+        let keys = |v: &Vec<(String, f64)>| -> Vec<String> {
+            let mut k: Vec<String> = v.iter().map(|(e, _)| e.clone()).collect();
+            k.sort();
+            k
+        };
+        if keys(field(pa)) != keys(field(pb)) {
+            let (mine, _) = align(field(pa), field(pb));
+            *value = mean(&mine);
+        }
+    }
+    out
 }
 
 /// Where a label sorts: by the method it names (longest known prefix), then by the label.
@@ -409,21 +434,29 @@ impl Summary {
         self.methods.iter().find(|m| m.method == "random")
     }
 
+    /// `m` and the random baseline, each with its soft and hard means taken over the examples
+    /// both have (as their intervals and paired tests are). Unchanged when both cover the same
+    /// examples; a method run on part of a dataset (a run still going) is compared on that part.
+    fn with_random(&self, m: &MethodSummary) -> Option<(MethodSummary, MethodSummary)> {
+        let r = self.random()?;
+        Some((shared_means(m, r), shared_means(r, m)))
+    }
+
     /// `ln(method / random)` of a metric, when both are positive.
     pub fn ln_ratio(
         &self,
         m: &MethodSummary,
         pick: fn(&MethodSummary) -> Option<f64>,
     ) -> Option<f64> {
-        let r = pick(self.random()?)?;
-        let v = pick(m)?;
+        let (m, r) = self.with_random(m)?;
+        let (v, r) = (pick(&m)?, pick(&r)?);
         (r > 0.0 && v > 0.0).then(|| (v / r).ln())
     }
 
     /// `method / random` of a metric (the paper compares hard metrics this way).
     pub fn ratio(&self, m: &MethodSummary, pick: fn(&MethodSummary) -> Option<f64>) -> Option<f64> {
-        let r = pick(self.random()?)?;
-        let v = pick(m)?;
+        let (m, r) = self.with_random(m)?;
+        let (v, r) = (pick(&m)?, pick(&r)?);
         (r > 0.0).then(|| v / r)
     }
 }
@@ -440,5 +473,41 @@ mod tests {
             v,
             ["reagent", "reagent-a", "reagent-b", "occlusion", "random"]
         );
+    }
+
+    /// A method that has run on two of random's three examples is compared with random on
+    /// those two, as its interval is; a method on all three, with random's full mean.
+    #[test]
+    fn ratios_to_random_use_the_shared_examples() {
+        let per = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
+            v.iter().map(|(e, x)| (e.to_string(), *x)).collect()
+        };
+        let summary = |method: &str, v: &[(&str, f64)]| MethodSummary {
+            method: method.into(),
+            soft_nc: mean(&v.iter().map(|(_, x)| *x).collect::<Vec<_>>()),
+            hard_nc_mean: mean(&v.iter().map(|(_, x)| *x).collect::<Vec<_>>()),
+            per_example: PerExample {
+                soft_nc: per(v),
+                hard_nc: per(v),
+                ..PerExample::default()
+            },
+            ..MethodSummary::default()
+        };
+        let s = Summary {
+            level: "token".into(),
+            examples_seen: 3,
+            examples_used: 3,
+            methods: vec![
+                summary("partial", &[("a", 0.2), ("b", 0.2)]),
+                summary("full", &[("a", 0.2), ("b", 0.2), ("c", 0.4)]),
+                summary("random", &[("a", 0.1), ("b", 0.1), ("c", 0.4)]),
+            ],
+            paired: Vec::new(),
+        };
+        let ln = |i: usize| s.ln_ratio(&s.methods[i], |m| m.soft_nc).unwrap();
+        assert!((ln(0) - 2f64.ln()).abs() < 1e-12, "{}", ln(0));
+        assert!((ln(1) - (0.8f64 / 0.6).ln()).abs() < 1e-12, "{}", ln(1));
+        let r = s.ratio(&s.methods[0], |m| m.hard_nc_mean).unwrap();
+        assert!((r - 2.0).abs() < 1e-12, "{r}");
     }
 }
