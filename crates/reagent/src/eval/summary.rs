@@ -112,7 +112,8 @@ fn align(a: &[(String, f64)], b: &[(String, f64)]) -> (Vec<f64>, Vec<f64>) {
 fn shared_means(a: &MethodSummary, b: &MethodSummary) -> MethodSummary {
     let mut out = a.clone();
     let (pa, pb) = (&a.per_example, &b.per_example);
-    let fields: [(fn(&PerExample) -> &Vec<(String, f64)>, &mut Option<f64>); 4] = [
+    type Field = fn(&PerExample) -> &Vec<(String, f64)>;
+    let fields: [(Field, &mut Option<f64>); 4] = [
         (|p| &p.soft_ns, &mut out.soft_ns),
         (|p| &p.soft_nc, &mut out.soft_nc),
         (|p| &p.hard_ns, &mut out.hard_ns_mean),
