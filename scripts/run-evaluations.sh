@@ -56,7 +56,10 @@ run() { # run <dataset> <out> <limit> <args...>
 
 case "$stage" in
   longra)
-    run data/longra.jsonl "docs/results/$model-longra" 30 --methods "$baselines" "${variants[@]}" ;;
+    # reagent-shrunk-512: the recommended read-out at four times the budget (16 probes x 32
+    # steps, 512 contexts per token), still far below the reference's forwards per token.
+    run data/longra.jsonl "docs/results/$model-longra" 30 --methods "$baselines" "${variants[@]}" \
+      --variant "reagent-shrunk-512:readout=mask_diff,shrink_z=2,replacing_ratio=0.1,probes=16,max_steps=32,min_steps=32" ;;
   erasure)
     run data/longra.jsonl "docs/results/$model-longra-erasure" 30 --no-stability \
       --methods gradient_norm,input_x_gradient,integrated_gradients,occlusion,random \
