@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Throughput of one seeded ReAGent job, side by side on this machine: local f32, local
-# --quantized, and llama.cpp's llama-server on the same GGUF file at --concurrency 1, 2, 4, 8.
+# Throughput of one seeded ReAGent job, side by side on this machine: local f32 and
+# --quantized (and both in bf16 where the CPU has AVX512-BF16), and llama.cpp's llama-server on
+# the same GGUF file at --concurrency 1, 2, 4, 8.
 # Every configuration runs the same 4 prompts (one target token each, the paper's token preset,
 # at most 100 steps, seed 0); the table gives attributed tokens per second, forward rows per
 # second (tokens differ in step counts; rows do not lie), requests per token and the cache's
@@ -52,8 +53,12 @@ echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs) ($(nproc
 echo
 echo "| backend | tokens/s | forward rows/s | steps per token | requests per token | cache hits | wall s |"
 echo "|---|---:|---:|---|---:|---:|---:|"
-row "local f32" -m "$model"
-row "local --quantized" -m "$model" --quantized
+row "local f32" -m "$model" --precision f32
+row "local --quantized (f32)" -m "$model" --quantized --precision f32
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+  row "local bf16" -m "$model" --precision bf16
+  row "local --quantized (bf16)" -m "$model" --quantized --precision bf16
+fi
 for c in 1 2 4 8; do
   row "llama-server, --concurrency $c" -m "http://127.0.0.1:$port/v1" --tokenizer "$model" --concurrency "$c"
 done

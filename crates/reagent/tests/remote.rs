@@ -109,11 +109,11 @@ fn served_model_matches_the_local_model() {
         assert_eq!(top3(&a), top3(&b), "{t:?}: the top 3 differ");
     }
     eprintln!("largest |p_local - p_served| over the top 20 of 6 contexts: {worst:.5}");
-    // Measured 0.055: candle's quantized matmul and llama.cpp's (which rounds activations to
-    // 8 bits) differ by about as much as `real_models.rs` measures against llama-cpp-python
-    // (0.042 on its prompts). What the server adds is its transport: nothing.
+    // Measured 0.027: the local quantized weights run in f32 (the dense model's numbers) and
+    // llama.cpp rounds activations to 8 bits, about the gap `real_models.rs` measures against
+    // llama-cpp-python (0.033 on its prompts). What the server adds is its transport: nothing.
     assert!(
-        worst < 0.07,
+        worst < 0.05,
         "local and served probabilities differ by {worst}"
     );
 

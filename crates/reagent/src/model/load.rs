@@ -130,7 +130,8 @@ fn is_hub_id(s: &str) -> bool {
 /// How to load a model.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Keep GGUF weights in their blocks (less memory, no gradients; fast with bf16 precision).
+    /// Keep GGUF weights in their blocks, decoded a panel at a time into the f32 or bf16
+    /// kernel (less memory, no gradients).
     /// Default: dequantize to f32.
     pub quantized: bool,
     /// The model's arithmetic ([`super::Precision`]; with `quantized`, bf16 products on the

@@ -204,11 +204,16 @@ impl Vb {
                         q.shape().dims()
                     )));
                 }
-                // In bf16, the blocks stay in memory and are unpacked a panel at a time.
-                if self.precision == super::Precision::Bf16 {
-                    if let Some(p) = super::nn::bf16::QuantBf16::new(q.clone()) {
-                        return Ok(Weight::QuantBf16(Arc::new(p)));
-                    }
+                // The blocks stay in memory and are decoded a panel at a time for the bf16
+                // kernel or, in f32, for the f32 one. Formats without a decoder here (F16, BF16
+                // tensors) fall back to candle's quantized product.
+                if let Some(p) = super::nn::bf16::QuantBf16::new(q.clone()) {
+                    let p = Arc::new(p);
+                    return Ok(if self.precision == super::Precision::Bf16 {
+                        Weight::QuantBf16(p)
+                    } else {
+                        Weight::QuantF32(p)
+                    });
                 }
                 return Ok(Weight::Quantized(Arc::new(QMatMul::from_arc(q)?)));
             }
@@ -287,11 +292,14 @@ impl Vb {
         let (out_dim, _) = embed.dims()?;
         if self.quantized {
             if let Some(q) = self.src.qtensor(&self.path(name), &self.device) {
-                return Ok(Linear::new(
-                    Weight::Quantized(Arc::new(QMatMul::from_arc(q?)?)),
-                    None,
-                    out_dim,
-                ));
+                let q = q?;
+                // The head stays f32 in every precision (as a dense model's does): its blocks
+                // are decoded a panel at a time for the f32 kernel.
+                let weight = match super::nn::bf16::QuantBf16::new(q.clone()) {
+                    Some(p) => Weight::QuantF32(Arc::new(p)),
+                    None => Weight::Quantized(Arc::new(QMatMul::from_arc(q)?)),
+                };
+                return Ok(Linear::new(weight, None, out_dim));
             }
         }
         let table = embed.table().ok_or_else(|| {

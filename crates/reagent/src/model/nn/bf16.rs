@@ -612,6 +612,8 @@ mod tests {
             (GgmlDType::Q4K, 40, 256),
             (GgmlDType::Q5K, 31, 512),
             (GgmlDType::Q6K, 65, 256),
+            // Rows wider than one f32 panel holds (256 rows of 16,384), and a short last panel.
+            (GgmlDType::Q8_0, 300, 16384),
         ] {
             let w: Vec<f32> = (0..n * k).map(|_| rnd()).collect();
             let t = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
@@ -631,6 +633,24 @@ mod tests {
                     );
                     assert_eq!(a, b, "{dtype:?} [{m}, {n}, {k}]");
                     assert_eq!(a.is_some(), available());
+                }
+                // The f32 panels: the dense f32 kernel's product on the dequantized weight, up
+                // to the order of the sums (each panel is its own product; rounding grows with
+                // the k terms of each sum).
+                let want = super::super::matmul_f32(&x, &dense, m, n, k, 1);
+                for threads in [1, 2] {
+                    let got = super::super::matmul_quant_f32(&qp, &x, m, threads);
+                    assert_eq!(got.len(), want.len());
+                    let worst = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+                        .fold(0f32, f32::max);
+                    let tol = 1e-7 * k as f32;
+                    assert!(
+                        worst < tol,
+                        "{dtype:?} [{m}, {n}, {k}], {threads} threads: {worst} (tolerance {tol})"
+                    );
                 }
             }
         }

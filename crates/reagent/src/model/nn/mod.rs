@@ -166,6 +166,81 @@ pub fn matmul_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, threads: u
     out
 }
 
+/// Values of a quantized weight decoded to f32 at a time by [`matmul_quant_f32`] (16 MB): whole
+/// matrices of a small model, 1,024 rows of a 4,096-wide one. Each panel is its own product, which
+/// packs `x` again, so panels are kept large.
+const QUANT_PANEL_VALUES: usize = 1 << 22;
+
+/// `x w^T` in f32 for a weight kept in its quantized blocks (`w: [n, k]`): panels of rows
+/// (at most [`QUANT_PANEL_VALUES`] values) are decoded to f32 (the values a dense load gives) and multiplied by the
+/// same `gemm` kernels as [`matmul_f32`], writing their columns of the `[m, n]` output. Only one
+/// panel is ever dense, so memory stays near the blocks' size; decoding costs `n·k` operations
+/// against the product's `m·n·k`.
+pub fn matmul_quant_f32(q: &bf16::QuantBf16, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (n, k) = bf16::Bf16Matmul::dims(q);
+    assert!(
+        x.len() == m * k,
+        "matmul_quant_f32: x of {} values, not [{m}, {k}]",
+        x.len()
+    );
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    let dst = out.spare_capacity_mut().as_mut_ptr() as *mut f32;
+    let panel_rows = (QUANT_PANEL_VALUES / k).max(32).min(n);
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut panel = vec![0f32; panel_rows * k];
+    for j0 in (0..n).step_by(panel_rows) {
+        let cols = panel_rows.min(n - j0);
+        let rows = &mut panel[..cols * k];
+        if threads > 1 {
+            rows.par_chunks_mut(k)
+                .enumerate()
+                .for_each(|(c, o)| q.dequantize_row(j0 + c, o));
+        } else {
+            for (c, o) in rows.chunks_mut(k).enumerate() {
+                q.dequantize_row(j0 + c, o);
+            }
+        }
+        // SAFETY: dst is columns j0..j0 + cols of the row-major [m, n] output (row stride n),
+        // inside `out`'s capacity; lhs is x [m, k] row-major; rhs = panel^T read from the
+        // row-major [cols, k] panel. All three live for the call; `read_dst = false`, so gemm
+        // only writes, every element of its [m, cols] block.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                dst.add(j0),
+                1,
+                n as isize,
+                false,
+                x.as_ptr(),
+                1,
+                k as isize,
+                rows.as_ptr(),
+                k as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    }
+    // SAFETY: the panels' blocks cover every column of every row of the [m, n] output once.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
 /// The weight of a linear layer: dense f32, or quantized (GGUF, forward only).
 #[derive(Clone)]
 pub enum Weight {
@@ -176,6 +251,9 @@ pub enum Weight {
     /// Quantized blocks unpacked to bf16 a panel at a time (forward only; see
     /// [`bf16::QuantBf16`]).
     QuantBf16(Arc<bf16::QuantBf16>),
+    /// Quantized blocks decoded to f32 a panel at a time for the f32 kernel (forward only; see
+    /// [`matmul_quant_f32`]): any CPU, the dense f32 path's speed, the blocks' memory.
+    QuantF32(Arc<bf16::QuantBf16>),
 }
 
 /// A linear layer `y = x W^T + b` with `W: [out, in]`.
@@ -240,7 +318,10 @@ impl Linear {
     }
 
     pub fn is_quantized(&self) -> bool {
-        matches!(self.weight, Weight::Quantized(_) | Weight::QuantBf16(_))
+        matches!(
+            self.weight,
+            Weight::Quantized(_) | Weight::QuantBf16(_) | Weight::QuantF32(_)
+        )
     }
 
     /// One layer computing all of `parts` at once (their outputs concatenated), when all are
@@ -298,6 +379,31 @@ impl Linear {
         let dims = x.dims();
         let (lead, k) = dims.split_at(dims.len() - 1);
         let m: usize = lead.iter().product();
+        if let Weight::QuantF32(q) = &self.weight {
+            if x.track_op() {
+                candle_core::bail!(
+                    "a quantized weight has no backward pass; load the model dense for gradients"
+                );
+            }
+            let (n, kq) = bf16::Bf16Matmul::dims(q.as_ref());
+            if k != [kq] {
+                candle_core::bail!("quantized matmul: input {dims:?}, weight [{n}, {kq}]");
+            }
+            let x = x.contiguous()?;
+            let (storage, layout) = x.storage_and_layout();
+            let data = match (&*storage, layout.contiguous_offsets()) {
+                (candle_core::Storage::Cpu(c), Some((a, b))) => &c.as_slice::<f32>()?[a..b],
+                _ => candle_core::bail!("quantized matmul: input must be a contiguous cpu tensor"),
+            };
+            let y = matmul_quant_f32(q, data, m, candle_core::utils::get_num_threads());
+            let mut out_dims = lead.to_vec();
+            out_dims.push(n);
+            let y = Tensor::from_vec(y, out_dims, x.device())?;
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         if let Weight::Dense(w) = &self.weight {
             if x.device().is_cpu() && x.dtype() == DType::F32 {
                 // Any rank in and out: no reshape nodes in the gradient graph.
@@ -314,6 +420,7 @@ impl Linear {
             Weight::Quantized(q) => q.forward(&x2)?,
             Weight::Bf16(p) => self.forward_bf16(&x2, p.as_ref())?,
             Weight::QuantBf16(q) => self.forward_bf16(&x2, q.as_ref())?,
+            Weight::QuantF32(_) => unreachable!("handled above"),
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
