@@ -130,23 +130,58 @@ pub fn matmul_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, threads: u
         w.len()
     );
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    // SAFETY: the output's capacity holds the [m, n] block at row stride n; gemm writes every
+    // element of it, so the length can then be set.
+    unsafe {
+        gemm_xwt(
+            out.spare_capacity_mut().as_mut_ptr() as *mut f32,
+            n,
+            x,
+            w,
+            m,
+            n,
+            k,
+            threads,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// `dst[i·ld + j] = Σ_p x[i·k + p] · w[j·k + p]` for a row-major `x: [m, k]` and `w: [n, k]`:
+/// the `gemm` crate's kernels (AVX-512 or AVX2, chosen at run time), on `threads` threads.
+/// `dst` is only written (`read_dst = false`), every element of the `[m, n]` block.
+///
+/// # Safety
+/// `dst` must be valid for writes at `i·ld + j` for every `i < m`, `j < n`, and not overlap
+/// `x` or `w`; `x` and `w` must hold `m·k` and `n·k` values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_xwt(
+    dst: *mut f32,
+    ld: usize,
+    x: &[f32],
+    w: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    threads: usize,
+) {
+    debug_assert!(x.len() >= m * k && w.len() >= n * k);
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: all three buffers are live for the call and their sizes match the strides
-    // (checked above): dst [m, n] row-major (capacity m * n; with `read_dst = false` gemm only
-    // writes it, and every element, so the length can then be set), lhs [m, k] row-major,
-    // rhs = w^T read from w [n, k] row-major.
+    // SAFETY: the caller guarantees dst's extent; lhs is x [m, k] row-major (column stride 1,
+    // row stride k); rhs = w^T read from the row-major w [n, k] (column stride k, row stride 1).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            out.spare_capacity_mut().as_mut_ptr() as *mut f32,
+            dst,
             1,
-            n as isize,
+            ld as isize,
             false,
             x.as_ptr(),
             1,
@@ -160,10 +195,8 @@ pub fn matmul_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, threads: u
             false,
             false,
             parallelism,
-        );
-        out.set_len(m * n);
-    };
-    out
+        )
+    }
 }
 
 /// Values of a quantized weight decoded to f32 at a time by [`matmul_quant_f32`] (16 MB): whole
@@ -171,9 +204,10 @@ pub fn matmul_f32(x: &[f32], w: &[f32], m: usize, n: usize, k: usize, threads: u
 /// packs `x` again, so panels are kept large.
 const QUANT_PANEL_VALUES: usize = 1 << 22;
 
-/// `x w^T` in f32 for a weight kept in its quantized blocks (`w: [n, k]`): panels of rows
-/// (at most [`QUANT_PANEL_VALUES`] values) are decoded to f32 (the values a dense load gives) and multiplied by the
-/// same `gemm` kernels as [`matmul_f32`], writing their columns of the `[m, n]` output. Only one
+/// `x w^T` in f32 for a weight kept in its quantized blocks (`w: [n, k]`): panels of rows (at
+/// most [`QUANT_PANEL_VALUES`] values) are decoded to f32 (the values a dense load gives) and
+/// multiplied by the same `gemm` kernels as [`matmul_f32`], writing their columns of the `[m, n]`
+/// output. Only one
 /// panel is ever dense, so memory stays near the blocks' size; decoding costs `n·k` operations
 /// against the product's `m·n·k`.
 pub fn matmul_quant_f32(q: &bf16::QuantBf16, x: &[f32], m: usize, threads: usize) -> Vec<f32> {
@@ -190,11 +224,6 @@ pub fn matmul_quant_f32(q: &bf16::QuantBf16, x: &[f32], m: usize, threads: usize
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
     let dst = out.spare_capacity_mut().as_mut_ptr() as *mut f32;
     let panel_rows = (QUANT_PANEL_VALUES / k).max(32).min(n);
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     let mut panel = vec![0f32; panel_rows * k];
     for j0 in (0..n).step_by(panel_rows) {
         let cols = panel_rows.min(n - j0);
@@ -208,33 +237,9 @@ pub fn matmul_quant_f32(q: &bf16::QuantBf16, x: &[f32], m: usize, threads: usize
                 q.dequantize_row(j0 + c, o);
             }
         }
-        // SAFETY: dst is columns j0..j0 + cols of the row-major [m, n] output (row stride n),
-        // inside `out`'s capacity; lhs is x [m, k] row-major; rhs = panel^T read from the
-        // row-major [cols, k] panel. All three live for the call; `read_dst = false`, so gemm
-        // only writes, every element of its [m, cols] block.
-        unsafe {
-            gemm::gemm(
-                m,
-                cols,
-                k,
-                dst.add(j0),
-                1,
-                n as isize,
-                false,
-                x.as_ptr(),
-                1,
-                k as isize,
-                rows.as_ptr(),
-                k as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        // SAFETY: columns j0..j0 + cols of the row-major [m, n] output (row stride n) lie
+        // inside `out`'s capacity; the panel is [cols, k] and x [m, k].
+        unsafe { gemm_xwt(dst.add(j0), n, x, rows, m, cols, k, threads) };
     }
     // SAFETY: the panels' blocks cover every column of every row of the [m, n] output once.
     unsafe { out.set_len(m * n) };
