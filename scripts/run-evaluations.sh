@@ -57,9 +57,16 @@ run() { # run <dataset> <out> <limit> <args...>
 case "$stage" in
   longra)
     # reagent-shrunk-512: the recommended read-out at four times the budget (16 probes x 32
-    # steps, 512 contexts per token), still far below the reference's forwards per token.
+    # steps, 512 contexts per token), still far below the reference's forwards per token;
+    # reagent-context-shrunk the shrunk read-out on the in-context sampler; reagent-shrunk-z3 a
+    # stricter shrinkage at 128 contexts, and reagent-shrunk-512-z4 the threshold of z = 2 at 128
+    # contexts kept in effect size at 512 (standard errors halve at four times the samples, so
+    # z doubles).
     run data/longra.jsonl "docs/results/$model-longra" 30 --methods "$baselines" "${variants[@]}" \
-      --variant "reagent-shrunk-512:readout=mask_diff,shrink_z=2,replacing_ratio=0.1,probes=16,max_steps=32,min_steps=32" ;;
+      --variant "reagent-shrunk-512:readout=mask_diff,shrink_z=2,replacing_ratio=0.1,probes=16,max_steps=32,min_steps=32" \
+      --variant "reagent-context-shrunk:readout=mask_diff,sampler=context,shrink_z=2,replacing_ratio=0.1,$budget" \
+      --variant "reagent-shrunk-z3:readout=mask_diff,shrink_z=3,replacing_ratio=0.1,$budget" \
+      --variant "reagent-shrunk-512-z4:readout=mask_diff,shrink_z=4,replacing_ratio=0.1,probes=16,max_steps=32,min_steps=32" ;;
   erasure)
     run data/longra.jsonl "docs/results/$model-longra-erasure" 30 --no-stability \
       --methods gradient_norm,input_x_gradient,integrated_gradients,occlusion,random \
